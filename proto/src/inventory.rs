@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The host inventory: every CPU, memory block and NUMA node of the host, and
+//! which guest owns each component.
+//!
+//! A component's index is its identity: `cpus[i]` is Linux CPU `i`,
+//! `blocks[i]` is memory block `i` (physical address `i * block_size`),
+//! `nodes[i]` is node `i`. The host keeps one inventory for the whole
+//! machine; each guest keeps a copy of it, built from snapshots and deltas.
+
+use core::ops::DerefMut;
+
+use super::error::{Error, Result};
+
+/// Protocol limit on CPUs: a bigger host is refused rather than trusted.
+pub const MAX_CPUS: u32 = 16384;
+/// Protocol limit on memory blocks (8 TiB in 128 MiB blocks).
+pub const MAX_BLOCKS: u32 = 65536;
+/// Protocol limit on NUMA nodes.
+pub const MAX_NODES: u32 = 1024;
+/// A node field that names no node (a CPU that is not present).
+pub const NO_NODE: u16 = u16::MAX;
+/// A package field for a CPU whose topology is not known.
+pub const NO_PACKAGE: u16 = u16::MAX;
+
+/// Component state bit: the component exists (a possible CPU may not).
+pub const PRESENT: u8 = 1 << 0;
+/// Component state bit: the component is online. Implies [`PRESENT`].
+pub const ONLINE: u8 = 1 << 1;
+/// Node state bit: the node has memory.
+pub const NODE_MEMORY: u8 = 1 << 2;
+/// Node state bit: the node has CPUs.
+pub const NODE_CPUS: u8 = 1 << 3;
+/// Every state bit a component may carry.
+pub const COMPONENT_STATE_MASK: u8 = PRESENT | ONLINE;
+/// Every state bit a node may carry.
+pub const NODE_STATE_MASK: u8 = PRESENT | ONLINE | NODE_MEMORY | NODE_CPUS;
+
+/// Who a component belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Owner(pub u32);
+
+impl Owner {
+    /// In the free pool: the host may allocate it.
+    pub const FREE: Owner = Owner(0);
+    /// Kept by the host for itself, never allocated.
+    pub const HOST: Owner = Owner(u32::MAX);
+
+    /// The owner for guest `id`, or `None` when `id` is one of the reserved
+    /// values.
+    pub const fn guest(id: u32) -> Option<Owner> {
+        if id == 0 || id == u32::MAX {
+            None
+        } else {
+            Some(Owner(id))
+        }
+    }
+
+    /// Whether a guest owns the component.
+    pub const fn is_guest(self) -> bool {
+        self.0 != 0 && self.0 != u32::MAX
+    }
+}
+
+/// Whether `state` is a valid component state owned by `owner`.
+pub const fn component_state_ok(state: u8, owner: Owner) -> bool {
+    if state & !COMPONENT_STATE_MASK != 0 {
+        return false;
+    }
+    if state & ONLINE != 0 && state & PRESENT == 0 {
+        return false;
+    }
+    // A guest holds online components only: going offline releases them.
+    !(owner.is_guest() && state & ONLINE == 0)
+}
+
+/// One CPU. Its id is its index in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cpu {
+    /// NUMA node, or [`NO_NODE`].
+    pub node: u16,
+    /// [`PRESENT`] and [`ONLINE`] bits.
+    pub state: u8,
+    /// SMT thread index within its core.
+    pub thread: u8,
+    /// Physical package, or [`NO_PACKAGE`].
+    pub package: u16,
+    /// Core id within the package.
+    pub core: u32,
+    /// Who the CPU is allocated to.
+    pub owner: Owner,
+}
+
+impl Cpu {
+    /// Whether the CPU is online.
+    pub const fn online(&self) -> bool {
+        self.state & ONLINE != 0
+    }
+}
+
+/// One memory block. Its index is its position in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemBlock {
+    /// NUMA node, or [`NO_NODE`].
+    pub node: u16,
+    /// [`PRESENT`] and [`ONLINE`] bits.
+    pub state: u8,
+    /// Who the block is allocated to.
+    pub owner: Owner,
+}
+
+impl MemBlock {
+    /// Whether the block is online.
+    pub const fn online(&self) -> bool {
+        self.state & ONLINE != 0
+    }
+}
+
+/// One NUMA node. Its id is its index in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Node {
+    /// [`NODE_STATE_MASK`] bits.
+    pub state: u8,
+}
+
+/// Storage for one table of the inventory: a growable slice.
+///
+/// The crate never allocates: the kernel modules implement this for `KVec`,
+/// the tools for `Vec`.
+pub trait Table<T: Copy + Default>: DerefMut<Target = [T]> {
+    /// Resizes to `len` entries, new ones `T::default()`.
+    fn resize_to(&mut self, len: usize) -> Result;
+}
+
+#[cfg(feature = "std")]
+impl<T: Copy + Default> Table<T> for std::vec::Vec<T> {
+    fn resize_to(&mut self, len: usize) -> Result {
+        let more = len.saturating_sub(self.len());
+        self.try_reserve_exact(more).map_err(|_| Error::NoMemory)?;
+        self.resize(len, T::default());
+        Ok(())
+    }
+}
+
+/// How many of each component the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dims {
+    /// Possible CPUs.
+    pub cpus: u32,
+    /// Memory blocks (present or not, the highest index plus one).
+    pub blocks: u32,
+    /// Possible NUMA nodes.
+    pub nodes: u32,
+    /// Bytes per memory block.
+    pub block_size: u64,
+}
+
+impl Dims {
+    /// Checks the dimensions against the protocol limits.
+    pub const fn validate(&self) -> Result {
+        if self.cpus > MAX_CPUS || self.blocks > MAX_BLOCKS || self.nodes > MAX_NODES {
+            return Err(Error::TooLarge);
+        }
+        if self.nodes == 0 || self.cpus == 0 {
+            return Err(Error::Range);
+        }
+        // Block sizes are powers of two of at least one page.
+        if !self.block_size.is_power_of_two() || self.block_size < 4096 {
+            return Err(Error::Range);
+        }
+        Ok(())
+    }
+}
+
+/// What a guest holds, in the units requests use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allocation {
+    /// Online CPUs owned.
+    pub cpus: u32,
+    /// Online memory owned, in MiB.
+    pub mem_mib: u64,
+}
+
+/// The whole-host inventory with a generation number.
+///
+/// # Invariants
+///
+/// `cpus`, `blocks` and `nodes` have `dims.cpus`, `dims.blocks` and
+/// `dims.nodes` entries.
+pub struct Inventory<C, M, N> {
+    /// Changes whenever anything a guest is told changes; never goes back.
+    pub generation: u64,
+    dims: Dims,
+    cpus: C,
+    blocks: M,
+    nodes: N,
+}
+
+impl<C, M, N> Inventory<C, M, N>
+where
+    C: Table<Cpu>,
+    M: Table<MemBlock>,
+    N: Table<Node>,
+{
+    /// An empty inventory (generation 0, no components) over the given tables.
+    pub fn new(mut cpus: C, mut blocks: M, mut nodes: N) -> Result<Self> {
+        cpus.resize_to(0)?;
+        blocks.resize_to(0)?;
+        nodes.resize_to(0)?;
+        Ok(Self {
+            generation: 0,
+            dims: Dims::default(),
+            cpus,
+            blocks,
+            nodes,
+        })
+    }
+
+    /// Resizes the tables to `dims`, keeping what fits. Fails, and changes
+    /// nothing that was valid, if the dimensions are beyond the limits.
+    pub fn set_dims(&mut self, dims: Dims) -> Result {
+        dims.validate()?;
+        self.cpus.resize_to(dims.cpus as usize)?;
+        self.blocks.resize_to(dims.blocks as usize)?;
+        self.nodes.resize_to(dims.nodes as usize)?;
+        self.dims = dims;
+        Ok(())
+    }
+
+    /// Resizes to `dims` with every component reset to its default: not
+    /// present, no node, free.
+    pub fn reset(&mut self, dims: Dims) -> Result {
+        dims.validate()?;
+        self.cpus.resize_to(0)?;
+        self.blocks.resize_to(0)?;
+        self.nodes.resize_to(0)?;
+        self.dims = Dims::default();
+        self.set_dims(dims)?;
+        self.generation = 0;
+        Ok(())
+    }
+
+    /// The dimensions.
+    pub const fn dims(&self) -> Dims {
+        self.dims
+    }
+
+    /// All CPUs, indexed by id.
+    pub fn cpus(&self) -> &[Cpu] {
+        &self.cpus
+    }
+
+    /// All memory blocks, indexed by block index.
+    pub fn blocks(&self) -> &[MemBlock] {
+        &self.blocks
+    }
+
+    /// All nodes, indexed by node id.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// CPU `id`, mutable.
+    pub fn cpu_mut(&mut self, id: u32) -> Option<&mut Cpu> {
+        self.cpus.get_mut(id as usize)
+    }
+
+    /// Block `index`, mutable.
+    pub fn block_mut(&mut self, index: u32) -> Option<&mut MemBlock> {
+        self.blocks.get_mut(index as usize)
+    }
+
+    /// Node `id`, mutable.
+    pub fn node_mut(&mut self, id: u32) -> Option<&mut Node> {
+        self.nodes.get_mut(id as usize)
+    }
+
+    /// Bytes per memory block, in MiB.
+    pub const fn block_mib(&self) -> u64 {
+        self.dims.block_size >> 20
+    }
+
+    /// What `owner` holds: online CPUs and online memory.
+    pub fn allocation(&self, owner: Owner) -> Allocation {
+        let cpus = self
+            .cpus
+            .iter()
+            .filter(|c| c.owner == owner && c.online())
+            .count();
+        let blocks = self
+            .blocks
+            .iter()
+            .filter(|b| b.owner == owner && b.online())
+            .count();
+        Allocation {
+            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+            mem_mib: (blocks as u64).saturating_mul(self.block_mib()),
+        }
+    }
+
+    /// Moves the generation forward by one, returning the new value.
+    pub fn bump_generation(&mut self) -> u64 {
+        self.generation = self.generation.wrapping_add(1);
+        self.generation
+    }
+
+    /// Copies everything from `other`, resizing as needed.
+    pub fn copy_from<C2, M2, N2>(&mut self, other: &Inventory<C2, M2, N2>) -> Result
+    where
+        C2: Table<Cpu>,
+        M2: Table<MemBlock>,
+        N2: Table<Node>,
+    {
+        self.set_dims(other.dims)?;
+        self.cpus.copy_from_slice(&other.cpus);
+        self.blocks.copy_from_slice(&other.blocks);
+        self.nodes.copy_from_slice(&other.nodes);
+        self.generation = other.generation;
+        Ok(())
+    }
+
+    /// Swaps contents with `other` (same table types), in O(1).
+    pub fn swap(&mut self, other: &mut Self) {
+        core::mem::swap(self, other);
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    type Inv = Inventory<Vec<Cpu>, Vec<MemBlock>, Vec<Node>>;
+
+    #[test]
+    fn owners() {
+        assert_eq!(Owner::guest(0), None);
+        assert_eq!(Owner::guest(u32::MAX), None);
+        assert!(Owner::guest(3).is_some_and(Owner::is_guest));
+        assert!(!Owner::FREE.is_guest() && !Owner::HOST.is_guest());
+    }
+
+    #[test]
+    fn states() {
+        assert!(component_state_ok(PRESENT | ONLINE, Owner(5)));
+        assert!(!component_state_ok(PRESENT, Owner(5)));
+        assert!(component_state_ok(PRESENT, Owner::FREE));
+        assert!(!component_state_ok(ONLINE, Owner::FREE));
+        assert!(!component_state_ok(1 << 5, Owner::FREE));
+    }
+
+    #[test]
+    fn dims_are_bounded() {
+        let ok = Dims { cpus: 4, blocks: 8, nodes: 1, block_size: 128 << 20 };
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(Dims { cpus: MAX_CPUS + 1, ..ok }.validate(), Err(Error::TooLarge));
+        assert_eq!(Dims { block_size: 3 << 20, ..ok }.validate(), Err(Error::Range));
+        assert_eq!(Dims { nodes: 0, ..ok }.validate(), Err(Error::Range));
+    }
+
+    #[test]
+    fn allocation_counts_online_only() -> Result {
+        let mut inv = Inv::new(Vec::new(), Vec::new(), Vec::new())?;
+        inv.set_dims(Dims { cpus: 4, blocks: 4, nodes: 1, block_size: 128 << 20 })?;
+        for id in 0..3 {
+            *inv.cpu_mut(id).ok_or(Error::Range)? =
+                Cpu { state: PRESENT | ONLINE, owner: Owner(7), ..Cpu::default() };
+        }
+        *inv.block_mut(1).ok_or(Error::Range)? =
+            MemBlock { node: 0, state: PRESENT | ONLINE, owner: Owner(7) };
+        *inv.block_mut(2).ok_or(Error::Range)? =
+            MemBlock { node: 0, state: PRESENT, owner: Owner(7) };
+        assert_eq!(inv.allocation(Owner(7)), Allocation { cpus: 3, mem_mib: 128 });
+        Ok(())
+    }
+}
