@@ -32,16 +32,28 @@ pub struct Plan {
 
 impl Plan {
     const fn denied(reason: Reason) -> Self {
-        Self { status: Status::Denied, reason, picked: 0 }
+        Self {
+            status: Status::Denied,
+            reason,
+            picked: 0,
+        }
     }
 
     fn of(picked: usize, want: usize, limited_by: Reason) -> Self {
         if picked == 0 {
             Self::denied(limited_by)
         } else if picked < want {
-            Self { status: Status::Partial, reason: limited_by, picked }
+            Self {
+                status: Status::Partial,
+                reason: limited_by,
+                picked,
+            }
         } else {
-            Self { status: Status::Granted, reason: Reason::None, picked }
+            Self {
+                status: Status::Granted,
+                reason: Reason::None,
+                picked,
+            }
         }
     }
 }
@@ -60,7 +72,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket at time `now_ns`.
     pub const fn new(rate: u32, burst: u32, now_ns: u64) -> Self {
-        Self { rate, burst, milli_tokens: (burst as u64).saturating_mul(1000), last_ns: now_ns }
+        Self {
+            rate,
+            burst,
+            milli_tokens: (burst as u64).saturating_mul(1000),
+            last_ns: now_ns,
+        }
     }
 
     /// Changes the rate and burst, keeping the tokens (capped at the burst).
@@ -95,7 +112,10 @@ impl TokenBucket {
 fn home_node(cpus: &[Cpu], guest: Owner, nodes: usize) -> u16 {
     let mut best = (0usize, NODE_ANY);
     for node in 0..nodes.min(usize::from(u16::MAX)) {
-        let n = cpus.iter().filter(|c| c.owner == guest && usize::from(c.node) == node).count();
+        let n = cpus
+            .iter()
+            .filter(|c| c.owner == guest && usize::from(c.node) == node)
+            .count();
         if n > best.0 {
             best = (n, u16::try_from(node).unwrap_or(NODE_ANY));
         }
@@ -116,7 +136,13 @@ fn pick_nearest<T>(
     out: &mut [u32],
 ) -> usize {
     let want = want.min(out.len());
-    let dist = |t: &T| if from == NODE_ANY { 0 } else { distance(from, node_of(t)) };
+    let dist = |t: &T| {
+        if from == NODE_ANY {
+            0
+        } else {
+            distance(from, node_of(t))
+        }
+    };
     let mut picked = 0usize;
     let mut floor: Option<u32> = None;
     while picked < want {
@@ -171,8 +197,16 @@ where
     if room == 0 {
         return Plan::denied(Reason::Quota);
     }
-    let (target, limit) = if room < want { (room, Reason::Quota) } else { (want, Reason::NoFree) };
-    let from = if node == NODE_ANY { home_node(inv.cpus(), guest, inv.nodes().len()) } else { node };
+    let (target, limit) = if room < want {
+        (room, Reason::Quota)
+    } else {
+        (want, Reason::NoFree)
+    };
+    let from = if node == NODE_ANY {
+        home_node(inv.cpus(), guest, inv.nodes().len())
+    } else {
+        node
+    };
     let picked = pick_nearest(
         inv.cpus(),
         |c| c.node,
@@ -182,7 +216,11 @@ where
         target as usize,
         out,
     );
-    let limit = if picked < target as usize { Reason::NoFree } else { limit };
+    let limit = if picked < target as usize {
+        Reason::NoFree
+    } else {
+        limit
+    };
     Plan::of(picked, want as usize, limit)
 }
 
@@ -211,13 +249,29 @@ where
         return Plan::denied(Reason::Invalid);
     }
     let want = u64::from(want_mib).div_ceil(block_mib);
-    let held = inv.allocation(guest).mem_mib.checked_div(block_mib).unwrap_or(0);
-    let room = quota.max_mem_mib.checked_div(block_mib).unwrap_or(0).saturating_sub(held);
+    let held = inv
+        .allocation(guest)
+        .mem_mib
+        .checked_div(block_mib)
+        .unwrap_or(0);
+    let room = quota
+        .max_mem_mib
+        .checked_div(block_mib)
+        .unwrap_or(0)
+        .saturating_sub(held);
     if room == 0 {
         return Plan::denied(Reason::Quota);
     }
-    let (target, limit) = if room < want { (room, Reason::Quota) } else { (want, Reason::NoFree) };
-    let from = if node == NODE_ANY { home_node(inv.cpus(), guest, inv.nodes().len()) } else { node };
+    let (target, limit) = if room < want {
+        (room, Reason::Quota)
+    } else {
+        (want, Reason::NoFree)
+    };
+    let from = if node == NODE_ANY {
+        home_node(inv.cpus(), guest, inv.nodes().len())
+    } else {
+        node
+    };
     let target = usize::try_from(target).unwrap_or(usize::MAX);
     let picked = pick_nearest(
         inv.blocks(),
@@ -228,7 +282,11 @@ where
         target,
         out,
     );
-    let limit = if picked < target { Reason::NoFree } else { limit };
+    let limit = if picked < target {
+        Reason::NoFree
+    } else {
+        limit
+    };
     Plan::of(picked, usize::try_from(want).unwrap_or(usize::MAX), limit)
 }
 

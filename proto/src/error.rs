@@ -46,14 +46,14 @@ impl Error {
     /// The positive errno value the kernel modules report for this error.
     pub const fn errno(self) -> i32 {
         match self {
-            Error::NoSpace => 28,     // ENOSPC
-            Error::NoMemory => 12,    // ENOMEM
-            Error::TooLarge => 7,     // E2BIG
-            Error::Gap => 116,        // ESTALE
-            Error::Stale => 116,      // ESTALE
-            Error::Range => 34,       // ERANGE
+            Error::NoSpace => 28,                                     // ENOSPC
+            Error::NoMemory => 12,                                    // ENOMEM
+            Error::TooLarge => 7,                                     // E2BIG
+            Error::Gap => 116,                                        // ESTALE
+            Error::Stale => 116,                                      // ESTALE
+            Error::Range => 34,                                       // ERANGE
             Error::Truncated | Error::Trailing | Error::Length => 74, // EBADMSG
-            Error::Version | Error::MessageType => 71, // EPROTO
+            Error::Version | Error::MessageType => 71,                // EPROTO
             Error::Reserved
             | Error::RunKind
             | Error::State

@@ -5,7 +5,9 @@
 //! A snapshot arrives in parts and is assembled into a staging copy; only a
 //! complete, consistent snapshot replaces the stored copy. A delta applies to
 //! the stored copy only when its base is the stored generation; otherwise the
-//! guest has missed something and must ask for a snapshot. Every message is
+//! guest has missed something and must ask for a snapshot. A snapshot is
+//! authoritative whatever its generation: it is how the guest resynchronises,
+//! also after a host restart or a corrupted generation. Every message is
 //! validated in full before anything is written, so a rejected message
 //! changes nothing.
 
@@ -62,7 +64,13 @@ where
 {
     /// An empty copy over two sets of tables (stored and staging).
     pub fn new(stored: Inventory<C, M, N>, staging: Inventory<C, M, N>) -> Self {
-        Self { stored, staging, me: Owner::FREE, synced: false, assembly: None }
+        Self {
+            stored,
+            staging,
+            me: Owner::FREE,
+            synced: false,
+            assembly: None,
+        }
     }
 
     /// The stored copy.
@@ -97,9 +105,6 @@ where
     }
 
     fn snapshot_part(&mut self, part: &SnapshotPart, runs: Runs<'_>) -> Result<Update> {
-        if part.generation < self.stored.generation && self.synced {
-            return Err(Error::Stale);
-        }
         if Owner::guest(part.guest).is_none() {
             return Err(Error::Range);
         }
@@ -144,7 +149,9 @@ where
             *next = first.checked_add(count).ok_or(Error::Range)?;
         }
         let d = asm.dims;
-        if part.last && (asm.next_cpu != d.cpus || asm.next_block != d.blocks || asm.next_node != d.nodes) {
+        if part.last
+            && (asm.next_cpu != d.cpus || asm.next_block != d.blocks || asm.next_node != d.nodes)
+        {
             return Err(Error::Coverage);
         }
         asm.next_part = asm.next_part.checked_add(1).ok_or(Error::Sequence)?;
@@ -168,7 +175,11 @@ where
         self.me = me;
         self.synced = true;
         self.assembly = None;
-        Ok(Update::Applied { generation: asm.generation, diff: changes, snapshot: true })
+        Ok(Update::Applied {
+            generation: asm.generation,
+            diff: changes,
+            snapshot: true,
+        })
     }
 
     fn delta(&mut self, hdr: &DeltaHeader, runs: Runs<'_>) -> Result<Update> {
@@ -193,6 +204,10 @@ where
             run.apply(&mut self.stored, &mut changes, self.me);
         }
         self.stored.generation = hdr.generation;
-        Ok(Update::Applied { generation: hdr.generation, diff: changes, snapshot: false })
+        Ok(Update::Applied {
+            generation: hdr.generation,
+            diff: changes,
+            snapshot: false,
+        })
     }
 }

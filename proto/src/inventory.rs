@@ -350,26 +350,65 @@ mod tests {
 
     #[test]
     fn dims_are_bounded() {
-        let ok = Dims { cpus: 4, blocks: 8, nodes: 1, block_size: 128 << 20 };
+        let ok = Dims {
+            cpus: 4,
+            blocks: 8,
+            nodes: 1,
+            block_size: 128 << 20,
+        };
         assert_eq!(ok.validate(), Ok(()));
-        assert_eq!(Dims { cpus: MAX_CPUS + 1, ..ok }.validate(), Err(Error::TooLarge));
-        assert_eq!(Dims { block_size: 3 << 20, ..ok }.validate(), Err(Error::Range));
+        assert_eq!(
+            Dims {
+                cpus: MAX_CPUS + 1,
+                ..ok
+            }
+            .validate(),
+            Err(Error::TooLarge)
+        );
+        assert_eq!(
+            Dims {
+                block_size: 3 << 20,
+                ..ok
+            }
+            .validate(),
+            Err(Error::Range)
+        );
         assert_eq!(Dims { nodes: 0, ..ok }.validate(), Err(Error::Range));
     }
 
     #[test]
     fn allocation_counts_online_only() -> Result {
         let mut inv = Inv::new(Vec::new(), Vec::new(), Vec::new())?;
-        inv.set_dims(Dims { cpus: 4, blocks: 4, nodes: 1, block_size: 128 << 20 })?;
+        inv.set_dims(Dims {
+            cpus: 4,
+            blocks: 4,
+            nodes: 1,
+            block_size: 128 << 20,
+        })?;
         for id in 0..3 {
-            *inv.cpu_mut(id).ok_or(Error::Range)? =
-                Cpu { state: PRESENT | ONLINE, owner: Owner(7), ..Cpu::default() };
+            *inv.cpu_mut(id).ok_or(Error::Range)? = Cpu {
+                state: PRESENT | ONLINE,
+                owner: Owner(7),
+                ..Cpu::default()
+            };
         }
-        *inv.block_mut(1).ok_or(Error::Range)? =
-            MemBlock { node: 0, state: PRESENT | ONLINE, owner: Owner(7) };
-        *inv.block_mut(2).ok_or(Error::Range)? =
-            MemBlock { node: 0, state: PRESENT, owner: Owner(7) };
-        assert_eq!(inv.allocation(Owner(7)), Allocation { cpus: 3, mem_mib: 128 });
+        *inv.block_mut(1).ok_or(Error::Range)? = MemBlock {
+            node: 0,
+            state: PRESENT | ONLINE,
+            owner: Owner(7),
+        };
+        *inv.block_mut(2).ok_or(Error::Range)? = MemBlock {
+            node: 0,
+            state: PRESENT,
+            owner: Owner(7),
+        };
+        assert_eq!(
+            inv.allocation(Owner(7)),
+            Allocation {
+                cpus: 3,
+                mem_mib: 128
+            }
+        );
         Ok(())
     }
 }

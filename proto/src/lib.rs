@@ -26,6 +26,7 @@
 )]
 
 pub mod admission;
+pub mod delta;
 pub mod diff;
 pub mod error;
 pub mod guest;

@@ -330,7 +330,12 @@ fn dims_decode(r: &mut Reader<'_>) -> Result<Dims> {
     let nodes = r.u32()?;
     r.reserved(4)?;
     let block_size = r.u64()?;
-    let dims = Dims { cpus, blocks, nodes, block_size };
+    let dims = Dims {
+        cpus,
+        blocks,
+        nodes,
+        block_size,
+    };
     dims.validate()?;
     Ok(dims)
 }
@@ -351,7 +356,13 @@ pub fn decode_host_msg(msg: &[u8]) -> Result<HostMsg<'_>> {
             let dims = dims_decode(&mut r)?;
             let runs = Runs::new(r.bytes(r.remaining())?)?;
             Ok(HostMsg::Snapshot(
-                SnapshotPart { generation, guest, part, last: hdr.flags & SNAPSHOT_LAST != 0, dims },
+                SnapshotPart {
+                    generation,
+                    guest,
+                    part,
+                    last: hdr.flags & SNAPSHOT_LAST != 0,
+                    dims,
+                },
                 runs,
             ))
         }
@@ -379,7 +390,14 @@ pub fn decode_host_msg(msg: &[u8]) -> Result<HostMsg<'_>> {
             r.reserved(4)?;
             let generation = r.u64()?;
             r.finish()?;
-            Ok(HostMsg::Response(Response { id, kind, status, reason, amount, generation }))
+            Ok(HostMsg::Response(Response {
+                id,
+                kind,
+                status,
+                reason,
+                amount,
+                generation,
+            }))
         }
         _ => Err(Error::MessageType),
     }
@@ -409,8 +427,21 @@ pub fn decode_guest_msg(msg: &[u8]) -> Result<GuestMsg> {
             if snapshot != (amount == 0) {
                 return Err(Error::Request);
             }
-            let motive = Motive { demand, held, level, trend, horizon, source };
-            Ok(GuestMsg::Request(Request { id, kind, node, amount, motive }))
+            let motive = Motive {
+                demand,
+                held,
+                level,
+                trend,
+                horizon,
+                source,
+            };
+            Ok(GuestMsg::Request(Request {
+                id,
+                kind,
+                node,
+                amount,
+                motive,
+            }))
         }
         MSG_ACK => {
             let generation = r.u64()?;
@@ -424,7 +455,12 @@ pub fn decode_guest_msg(msg: &[u8]) -> Result<GuestMsg> {
 /// Encodes a request into `buf`, returning its length.
 pub fn encode_request(req: &Request, buf: &mut [u8]) -> Result<usize> {
     let mut w = Writer::new(buf);
-    Header { ty: MSG_REQUEST, flags: 0, len: 0 }.encode(&mut w)?;
+    Header {
+        ty: MSG_REQUEST,
+        flags: 0,
+        len: 0,
+    }
+    .encode(&mut w)?;
     w.u32(req.id)?;
     w.u8(req.kind as u8)?;
     w.u8(0)?;
@@ -443,7 +479,12 @@ pub fn encode_request(req: &Request, buf: &mut [u8]) -> Result<usize> {
 /// Encodes an ack into `buf`, returning its length.
 pub fn encode_ack(generation: u64, buf: &mut [u8]) -> Result<usize> {
     let mut w = Writer::new(buf);
-    Header { ty: MSG_ACK, flags: 0, len: 0 }.encode(&mut w)?;
+    Header {
+        ty: MSG_ACK,
+        flags: 0,
+        len: 0,
+    }
+    .encode(&mut w)?;
     w.u64(generation)?;
     finish(&mut w)
 }
@@ -451,7 +492,12 @@ pub fn encode_ack(generation: u64, buf: &mut [u8]) -> Result<usize> {
 /// Encodes a response into `buf`, returning its length.
 pub fn encode_response(resp: &Response, buf: &mut [u8]) -> Result<usize> {
     let mut w = Writer::new(buf);
-    Header { ty: MSG_RESPONSE, flags: 0, len: 0 }.encode(&mut w)?;
+    Header {
+        ty: MSG_RESPONSE,
+        flags: 0,
+        len: 0,
+    }
+    .encode(&mut w)?;
     w.u32(resp.id)?;
     w.u8(resp.kind as u8)?;
     w.u8(resp.status as u8)?;
@@ -474,7 +520,12 @@ impl<'a> DeltaWriter<'a> {
         let len = buf.len().min(MAX_MSG_SIZE);
         let buf = buf.get_mut(..len).ok_or(Error::NoSpace)?;
         let mut w = Writer::new(buf);
-        Header { ty: MSG_DELTA, flags: 0, len: 0 }.encode(&mut w)?;
+        Header {
+            ty: MSG_DELTA,
+            flags: 0,
+            len: 0,
+        }
+        .encode(&mut w)?;
         w.u64(base)?;
         w.u64(generation)?;
         Ok(Self { w, runs: 0 })
@@ -515,7 +566,13 @@ pub struct SnapshotEncoder {
 impl SnapshotEncoder {
     /// A snapshot for the guest known by `guest`.
     pub const fn new(guest: u32) -> Self {
-        Self { guest, section: Section::Cpus, at: 0, part: 0, done: false }
+        Self {
+            guest,
+            section: Section::Cpus,
+            at: 0,
+            part: 0,
+            done: false,
+        }
     }
 
     /// Writes the next part into `buf` and returns its length, or `None`
@@ -537,7 +594,12 @@ impl SnapshotEncoder {
         let len = buf.len().min(MAX_MSG_SIZE);
         let buf = buf.get_mut(..len).ok_or(Error::NoSpace)?;
         let mut w = Writer::new(buf);
-        Header { ty: MSG_SNAPSHOT, flags: 0, len: 0 }.encode(&mut w)?;
+        Header {
+            ty: MSG_SNAPSHOT,
+            flags: 0,
+            len: 0,
+        }
+        .encode(&mut w)?;
         let dims = inv.dims();
         w.u64(inv.generation)?;
         w.u32(self.guest)?;
@@ -595,7 +657,14 @@ mod tests {
             kind: RequestKind::Cpus,
             node: 1,
             amount: 2,
-            motive: Motive { demand: 3500, held: 2, level: 2900, trend: -12, horizon: 5, source: 1 },
+            motive: Motive {
+                demand: 3500,
+                held: 2,
+                level: 2900,
+                trend: -12,
+                horizon: 5,
+                source: 1,
+            },
         }
     }
 
@@ -604,7 +673,10 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = encode_request(&request(), &mut buf)?;
         assert_eq!(n, HEADER_SIZE + REQUEST_BODY_SIZE);
-        assert_eq!(decode_guest_msg(buf.get(..n).ok_or(Error::Length)?)?, GuestMsg::Request(request()));
+        assert_eq!(
+            decode_guest_msg(buf.get(..n).ok_or(Error::Length)?)?,
+            GuestMsg::Request(request())
+        );
         Ok(())
     }
 
@@ -615,7 +687,10 @@ mod tests {
         let msg = buf.get(..n).ok_or(Error::Length)?;
         assert_eq!(decode_guest_msg(msg)?, GuestMsg::Ack(7));
         // Length field must match what arrived.
-        assert_eq!(decode_guest_msg(buf.get(..n + 1).ok_or(Error::Length)?), Err(Error::Length));
+        assert_eq!(
+            decode_guest_msg(buf.get(..n + 1).ok_or(Error::Length)?),
+            Err(Error::Length)
+        );
         let mut bad = [0u8; 16];
         bad.copy_from_slice(msg);
         bad[0] = 2;
@@ -634,11 +709,27 @@ mod tests {
     #[test]
     fn snapshot_request_carries_no_amount() -> Result {
         let mut buf = [0u8; 64];
-        let req = Request { kind: RequestKind::Snapshot, ..request() };
+        let req = Request {
+            kind: RequestKind::Snapshot,
+            ..request()
+        };
         let n = encode_request(&req, &mut buf)?;
-        assert_eq!(decode_guest_msg(buf.get(..n).ok_or(Error::Length)?), Err(Error::Request));
-        let n = encode_request(&Request { kind: RequestKind::Cpus, amount: 0, ..req }, &mut buf)?;
-        assert_eq!(decode_guest_msg(buf.get(..n).ok_or(Error::Length)?), Err(Error::Request));
+        assert_eq!(
+            decode_guest_msg(buf.get(..n).ok_or(Error::Length)?),
+            Err(Error::Request)
+        );
+        let n = encode_request(
+            &Request {
+                kind: RequestKind::Cpus,
+                amount: 0,
+                ..req
+            },
+            &mut buf,
+        )?;
+        assert_eq!(
+            decode_guest_msg(buf.get(..n).ok_or(Error::Length)?),
+            Err(Error::Request)
+        );
         Ok(())
     }
 
@@ -656,7 +747,13 @@ mod tests {
         let n = encode_response(&resp, &mut buf)?;
         match decode_host_msg(buf.get(..n).ok_or(Error::Length)?)? {
             HostMsg::Response(got) => assert_eq!(got, resp),
-            other => return Err(if matches!(other, HostMsg::Delta(..)) { Error::Range } else { Error::State }),
+            other => {
+                return Err(if matches!(other, HostMsg::Delta(..)) {
+                    Error::Range
+                } else {
+                    Error::State
+                })
+            }
         }
         Ok(())
     }

@@ -93,7 +93,11 @@ impl Holt {
     pub fn update(&mut self, x: u64, alpha: u32, beta: u32) {
         let x = (x.min(MAX_INPUT) as i64) << SHIFT;
         if !self.primed {
-            *self = Self { level: x, trend: 0, primed: true };
+            *self = Self {
+                level: x,
+                trend: 0,
+                primed: true,
+            };
             return;
         }
         let forecast = self.level.saturating_add(self.trend);
@@ -117,7 +121,9 @@ impl Holt {
 
     /// The value projected `h` samples ahead, never negative.
     pub fn project(&self, h: u32) -> u64 {
-        let p = self.level.saturating_add(self.trend.saturating_mul(i64::from(h)));
+        let p = self
+            .level
+            .saturating_add(self.trend.saturating_mul(i64::from(h)));
         (p.max(0) >> SHIFT) as u64
     }
 }
@@ -178,8 +184,16 @@ impl Band {
     fn step(&mut self, util: u64, p: &Params) -> Option<bool> {
         let hi = u64::from(p.target.saturating_add(p.hysteresis));
         let lo = u64::from(p.target.saturating_sub(p.hysteresis));
-        self.over = if util > hi { self.over.saturating_add(1) } else { 0 };
-        self.under = if util < lo { self.under.saturating_add(1) } else { 0 };
+        self.over = if util > hi {
+            self.over.saturating_add(1)
+        } else {
+            0
+        };
+        self.under = if util < lo {
+            self.under.saturating_add(1)
+        } else {
+            0
+        };
         if self.cooldown > 0 {
             self.cooldown = self.cooldown.saturating_sub(1);
             return None;
@@ -207,7 +221,10 @@ fn div_ceil(a: u64, b: u64) -> u64 {
 
 /// `demand / capacity` in per mille; saturates when nothing is held.
 fn utilisation(demand: u64, capacity: u64) -> u64 {
-    demand.saturating_mul(1000).checked_div(capacity).unwrap_or(u64::MAX)
+    demand
+        .saturating_mul(1000)
+        .checked_div(capacity)
+        .unwrap_or(u64::MAX)
 }
 
 fn clamp32(v: u64) -> u32 {
@@ -250,12 +267,20 @@ impl Projector {
 
     /// CPU demand: smoothed level, trend per sample, projection (milli-CPUs).
     pub fn cpu(&self) -> (u64, i64, u64) {
-        (self.cpu.level(), self.cpu.trend(), self.cpu.project(self.params.horizon))
+        (
+            self.cpu.level(),
+            self.cpu.trend(),
+            self.cpu.project(self.params.horizon),
+        )
     }
 
     /// Memory demand: smoothed level, trend per sample, projection (MiB).
     pub fn mem(&self) -> (u64, i64, u64) {
-        (self.mem.level(), self.mem.trend(), self.mem.project(self.params.horizon))
+        (
+            self.mem.level(),
+            self.mem.trend(),
+            self.mem.project(self.params.horizon),
+        )
     }
 
     /// Feeds one sample and decides, given what the guest holds and the
@@ -269,7 +294,9 @@ impl Projector {
         let cpu_cap = u64::from(held.cpus).saturating_mul(1000);
         let cpu_step = self.cpu_band.step(utilisation(cpu_demand, cpu_cap), &p);
         let mem_demand = self.mem.project(p.horizon);
-        let mem_step = self.mem_band.step(utilisation(mem_demand, held.mem_mib), &p);
+        let mem_step = self
+            .mem_band
+            .step(utilisation(mem_demand, held.mem_mib), &p);
 
         // What would put utilisation back at the target.
         let cpus_needed = div_ceil(cpu_demand, u64::from(p.target));

@@ -93,8 +93,8 @@ fn span_ok(first: u32, count: u32, limit: u32) -> bool {
 
 fn node_ok(node: u16, state: u8, dims: &Dims) -> bool {
     if node == NO_NODE {
-        // Only a component that is not present may have no node.
-        state & PRESENT == 0
+        // Only an online component must have a node.
+        state & ONLINE == 0
     } else {
         u32::from(node) < dims.nodes
     }
@@ -104,16 +104,32 @@ impl Run {
     /// Writes the run.
     pub fn encode(&self, w: &mut Writer<'_>) -> Result {
         let (kind, a, b, first, count, c) = match *self {
-            Run::Cpu { first, count, node, state, owner } => {
-                (KIND_CPU, state, node, first, count, owner.0)
-            }
-            Run::CpuTopo { first, count, package, thread, core } => {
-                (KIND_CPU_TOPO, thread, package, first, count, core)
-            }
-            Run::Mem { first, count, node, state, owner } => {
-                (KIND_MEM, state, node, first, count, owner.0)
-            }
-            Run::Node { first, count, state } => (KIND_NODE, state, 0, first, count, 0),
+            Run::Cpu {
+                first,
+                count,
+                node,
+                state,
+                owner,
+            } => (KIND_CPU, state, node, first, count, owner.0),
+            Run::CpuTopo {
+                first,
+                count,
+                package,
+                thread,
+                core,
+            } => (KIND_CPU_TOPO, thread, package, first, count, core),
+            Run::Mem {
+                first,
+                count,
+                node,
+                state,
+                owner,
+            } => (KIND_MEM, state, node, first, count, owner.0),
+            Run::Node {
+                first,
+                count,
+                state,
+            } => (KIND_NODE, state, 0, first, count, 0),
         };
         if w.room() < RUN_SIZE {
             return Err(Error::NoSpace);
@@ -136,14 +152,36 @@ impl Run {
         let count = r.u32()?;
         let c = r.u32()?;
         Ok(match kind {
-            KIND_CPU => Run::Cpu { first, count, node: b, state: a, owner: Owner(c) },
-            KIND_CPU_TOPO => Run::CpuTopo { first, count, package: b, thread: a, core: c },
-            KIND_MEM => Run::Mem { first, count, node: b, state: a, owner: Owner(c) },
+            KIND_CPU => Run::Cpu {
+                first,
+                count,
+                node: b,
+                state: a,
+                owner: Owner(c),
+            },
+            KIND_CPU_TOPO => Run::CpuTopo {
+                first,
+                count,
+                package: b,
+                thread: a,
+                core: c,
+            },
+            KIND_MEM => Run::Mem {
+                first,
+                count,
+                node: b,
+                state: a,
+                owner: Owner(c),
+            },
             KIND_NODE => {
                 if b != 0 || c != 0 {
                     return Err(Error::Reserved);
                 }
-                Run::Node { first, count, state: a }
+                Run::Node {
+                    first,
+                    count,
+                    state: a,
+                }
             }
             _ => return Err(Error::RunKind),
         })
@@ -152,7 +190,13 @@ impl Run {
     /// Checks the run against the host's dimensions and the state rules.
     pub fn validate(&self, dims: &Dims) -> Result {
         match *self {
-            Run::Cpu { first, count, node, state, owner } => {
+            Run::Cpu {
+                first,
+                count,
+                node,
+                state,
+                owner,
+            } => {
                 if !span_ok(first, count, dims.cpus) {
                     return Err(Error::Range);
                 }
@@ -163,12 +207,20 @@ impl Run {
                     return Err(Error::State);
                 }
             }
-            Run::CpuTopo { first, count, core, .. } => {
+            Run::CpuTopo {
+                first, count, core, ..
+            } => {
                 if !span_ok(first, count, dims.cpus) || core.checked_add(count).is_none() {
                     return Err(Error::Range);
                 }
             }
-            Run::Mem { first, count, node, state, owner } => {
+            Run::Mem {
+                first,
+                count,
+                node,
+                state,
+                owner,
+            } => {
                 if !span_ok(first, count, dims.blocks) {
                     return Err(Error::Range);
                 }
@@ -179,12 +231,15 @@ impl Run {
                     return Err(Error::State);
                 }
             }
-            Run::Node { first, count, state } => {
+            Run::Node {
+                first,
+                count,
+                state,
+            } => {
                 if !span_ok(first, count, dims.nodes) {
                     return Err(Error::Range);
                 }
-                if state & !NODE_STATE_MASK != 0 || (state & ONLINE != 0 && state & PRESENT == 0)
-                {
+                if state & !NODE_STATE_MASK != 0 || (state & ONLINE != 0 && state & PRESENT == 0) {
                     return Err(Error::State);
                 }
             }
@@ -202,7 +257,13 @@ impl Run {
         N: Table<Node>,
     {
         match *self {
-            Run::Cpu { first, count, node, state, owner } => {
+            Run::Cpu {
+                first,
+                count,
+                node,
+                state,
+                owner,
+            } => {
                 for id in span(first, count) {
                     if let Some(cpu) = inv.cpu_mut(id) {
                         let old = *cpu;
@@ -213,7 +274,13 @@ impl Run {
                     }
                 }
             }
-            Run::CpuTopo { first, count, package, thread, core } => {
+            Run::CpuTopo {
+                first,
+                count,
+                package,
+                thread,
+                core,
+            } => {
                 for (i, id) in span(first, count).enumerate() {
                     if let Some(cpu) = inv.cpu_mut(id) {
                         let old = *cpu;
@@ -224,7 +291,13 @@ impl Run {
                     }
                 }
             }
-            Run::Mem { first, count, node, state, owner } => {
+            Run::Mem {
+                first,
+                count,
+                node,
+                state,
+                owner,
+            } => {
                 for index in span(first, count) {
                     if let Some(block) = inv.block_mut(index) {
                         let old = *block;
@@ -233,7 +306,11 @@ impl Run {
                     }
                 }
             }
-            Run::Node { first, count, state } => {
+            Run::Node {
+                first,
+                count,
+                state,
+            } => {
                 for id in span(first, count) {
                     if let Some(n) = inv.node_mut(id) {
                         let old = *n;
@@ -264,7 +341,9 @@ impl<'a> Runs<'a> {
         if !bytes.len().is_multiple_of(RUN_SIZE) {
             return Err(Error::Length);
         }
-        Ok(Self { r: Reader::new(bytes) })
+        Ok(Self {
+            r: Reader::new(bytes),
+        })
     }
 
     /// Number of runs left.
@@ -310,14 +389,22 @@ pub enum Section {
 /// Compresses one table of an inventory into runs, from a position on.
 ///
 /// Used by the snapshot encoder, which resumes where a full buffer stopped.
-pub fn next_run(cpus: &[Cpu], blocks: &[MemBlock], nodes: &[Node], table: Section, at: usize) -> Option<Run> {
+pub fn next_run(
+    cpus: &[Cpu],
+    blocks: &[MemBlock],
+    nodes: &[Node],
+    table: Section,
+    at: usize,
+) -> Option<Run> {
     match table {
         Section::Cpus => {
             let head = cpus.get(at)?;
             let len = cpus
                 .get(at..)?
                 .iter()
-                .take_while(|c| c.node == head.node && c.state == head.state && c.owner == head.owner)
+                .take_while(|c| {
+                    c.node == head.node && c.state == head.state && c.owner == head.owner
+                })
                 .count();
             Some(Run::Cpu {
                 first: at as u32,
@@ -336,7 +423,10 @@ pub fn next_run(cpus: &[Cpu], blocks: &[MemBlock], nodes: &[Node], table: Sectio
                 .take_while(|(i, c)| {
                     c.package == head.package
                         && c.thread == head.thread
-                        && u32::try_from(*i).ok().and_then(|i| head.core.checked_add(i)) == Some(c.core)
+                        && u32::try_from(*i)
+                            .ok()
+                            .and_then(|i| head.core.checked_add(i))
+                            == Some(c.core)
                 })
                 .count();
             Some(Run::CpuTopo {
@@ -361,7 +451,11 @@ pub fn next_run(cpus: &[Cpu], blocks: &[MemBlock], nodes: &[Node], table: Sectio
         Section::Nodes => {
             let head = nodes.get(at)?;
             let len = nodes.get(at..)?.iter().take_while(|n| *n == head).count();
-            Some(Run::Node { first: at as u32, count: len as u32, state: head.state })
+            Some(Run::Node {
+                first: at as u32,
+                count: len as u32,
+                state: head.state,
+            })
         }
     }
 }
@@ -383,16 +477,43 @@ mod tests {
     use super::*;
 
     fn dims() -> Dims {
-        Dims { cpus: 8, blocks: 16, nodes: 2, block_size: 128 << 20 }
+        Dims {
+            cpus: 8,
+            blocks: 16,
+            nodes: 2,
+            block_size: 128 << 20,
+        }
     }
 
     #[test]
     fn round_trip_every_kind() -> Result {
         let runs = [
-            Run::Cpu { first: 0, count: 4, node: 1, state: PRESENT | ONLINE, owner: Owner(3) },
-            Run::CpuTopo { first: 4, count: 4, package: 1, thread: 1, core: 10 },
-            Run::Mem { first: 3, count: 13, node: 0, state: PRESENT, owner: Owner::FREE },
-            Run::Node { first: 0, count: 2, state: PRESENT | ONLINE },
+            Run::Cpu {
+                first: 0,
+                count: 4,
+                node: 1,
+                state: PRESENT | ONLINE,
+                owner: Owner(3),
+            },
+            Run::CpuTopo {
+                first: 4,
+                count: 4,
+                package: 1,
+                thread: 1,
+                core: 10,
+            },
+            Run::Mem {
+                first: 3,
+                count: 13,
+                node: 0,
+                state: PRESENT,
+                owner: Owner::FREE,
+            },
+            Run::Node {
+                first: 0,
+                count: 2,
+                state: PRESENT | ONLINE,
+            },
         ];
         for run in runs {
             let mut buf = [0u8; RUN_SIZE];
@@ -408,18 +529,63 @@ mod tests {
     #[test]
     fn validation_rejects() {
         let d = dims();
-        let cpu = |first, count, node, state, owner| Run::Cpu { first, count, node, state, owner };
-        assert_eq!(cpu(0, 0, 0, PRESENT, Owner::FREE).validate(&d), Err(Error::Range));
-        assert_eq!(cpu(7, 2, 0, PRESENT, Owner::FREE).validate(&d), Err(Error::Range));
-        assert_eq!(cpu(u32::MAX, 2, 0, PRESENT, Owner::FREE).validate(&d), Err(Error::Range));
-        assert_eq!(cpu(0, 1, 2, PRESENT, Owner::FREE).validate(&d), Err(Error::Range));
-        assert_eq!(cpu(0, 1, NO_NODE, PRESENT, Owner::FREE).validate(&d), Err(Error::Range));
+        let cpu = |first, count, node, state, owner| Run::Cpu {
+            first,
+            count,
+            node,
+            state,
+            owner,
+        };
+        assert_eq!(
+            cpu(0, 0, 0, PRESENT, Owner::FREE).validate(&d),
+            Err(Error::Range)
+        );
+        assert_eq!(
+            cpu(7, 2, 0, PRESENT, Owner::FREE).validate(&d),
+            Err(Error::Range)
+        );
+        assert_eq!(
+            cpu(u32::MAX, 2, 0, PRESENT, Owner::FREE).validate(&d),
+            Err(Error::Range)
+        );
+        assert_eq!(
+            cpu(0, 1, 2, PRESENT, Owner::FREE).validate(&d),
+            Err(Error::Range)
+        );
+        assert_eq!(
+            cpu(0, 1, NO_NODE, PRESENT | ONLINE, Owner::FREE).validate(&d),
+            Err(Error::Range)
+        );
+        assert_eq!(
+            cpu(0, 1, NO_NODE, PRESENT, Owner::FREE).validate(&d),
+            Ok(())
+        );
         assert_eq!(cpu(0, 1, NO_NODE, 0, Owner::FREE).validate(&d), Ok(()));
-        assert_eq!(cpu(0, 1, 0, PRESENT, Owner(4)).validate(&d), Err(Error::State));
-        assert_eq!(cpu(0, 1, 0, ONLINE, Owner::FREE).validate(&d), Err(Error::State));
-        let topo = Run::CpuTopo { first: 0, count: 2, package: 0, thread: 0, core: u32::MAX };
+        assert_eq!(
+            cpu(0, 1, 0, PRESENT, Owner(4)).validate(&d),
+            Err(Error::State)
+        );
+        assert_eq!(
+            cpu(0, 1, 0, ONLINE, Owner::FREE).validate(&d),
+            Err(Error::State)
+        );
+        let topo = Run::CpuTopo {
+            first: 0,
+            count: 2,
+            package: 0,
+            thread: 0,
+            core: u32::MAX,
+        };
         assert_eq!(topo.validate(&d), Err(Error::Range));
-        assert_eq!(Run::Node { first: 1, count: 1, state: 0x80 }.validate(&d), Err(Error::State));
+        assert_eq!(
+            Run::Node {
+                first: 1,
+                count: 1,
+                state: 0x80
+            }
+            .validate(&d),
+            Err(Error::State)
+        );
     }
 
     #[test]
@@ -430,7 +596,10 @@ mod tests {
         buf[0] = KIND_NODE;
         buf[2] = 1;
         assert_eq!(Run::decode(&mut Reader::new(&buf)), Err(Error::Reserved));
-        assert_eq!(Run::decode(&mut Reader::new(&buf[..15])), Err(Error::Truncated));
+        assert_eq!(
+            Run::decode(&mut Reader::new(&buf[..15])),
+            Err(Error::Truncated)
+        );
     }
 
     #[test]
@@ -438,16 +607,28 @@ mod tests {
         assert!(Runs::new(&[0u8; 17]).is_err());
         let bytes = [0u8; 32];
         let mut runs = Runs::new(&bytes).ok();
-        assert_eq!(runs.as_mut().and_then(Iterator::next), Some(Err(Error::RunKind)));
+        assert_eq!(
+            runs.as_mut().and_then(Iterator::next),
+            Some(Err(Error::RunKind))
+        );
         assert_eq!(runs.as_mut().and_then(Iterator::next), None);
     }
 
     #[test]
     fn compresses_consecutive_cpus() {
-        let on = |owner| Cpu { node: 0, state: PRESENT | ONLINE, owner, ..Cpu::default() };
+        let on = |owner| Cpu {
+            node: 0,
+            state: PRESENT | ONLINE,
+            owner,
+            ..Cpu::default()
+        };
         let cpus = [on(Owner(1)), on(Owner(1)), on(Owner(2)), on(Owner(1))];
-        let runs: [Option<Run>; 3] = [0, 2, 3].map(|at| next_run(&cpus, &[], &[], Section::Cpus, at));
-        assert_eq!(runs.map(|r| r.map(|r| r.count())), [Some(2), Some(1), Some(1)]);
+        let runs: [Option<Run>; 3] =
+            [0, 2, 3].map(|at| next_run(&cpus, &[], &[], Section::Cpus, at));
+        assert_eq!(
+            runs.map(|r| r.map(|r| r.count())),
+            [Some(2), Some(1), Some(1)]
+        );
         assert_eq!(next_run(&cpus, &[], &[], Section::Cpus, 4), None);
     }
 }

@@ -2,7 +2,12 @@
 
 //! Host admission: quotas, the free pool, NUMA placement, rate limits.
 
-#![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic
+)]
 
 mod common;
 
@@ -14,22 +19,43 @@ use hwconvey_proto::message::{Reason, Status, NODE_ANY};
 /// Two nodes of 8 CPUs (0-7 on node 0, 8-15 on node 1), 16 blocks each.
 fn two_nodes() -> Inv {
     let mut inv = empty();
-    inv.reset(Dims { cpus: 16, blocks: 32, nodes: 2, block_size: 128 << 20 }).unwrap();
+    inv.reset(Dims {
+        cpus: 16,
+        blocks: 32,
+        nodes: 2,
+        block_size: 128 << 20,
+    })
+    .unwrap();
     for id in 0..16 {
-        *inv.cpu_mut(id).unwrap() =
-            Cpu { node: (id / 8) as u16, state: PRESENT | ONLINE, core: id, ..Cpu::default() };
+        *inv.cpu_mut(id).unwrap() = Cpu {
+            node: (id / 8) as u16,
+            state: PRESENT | ONLINE,
+            core: id,
+            ..Cpu::default()
+        };
     }
     for i in 0..32 {
-        *inv.block_mut(i).unwrap() = MemBlock { node: (i / 16) as u16, state: PRESENT | ONLINE, owner: Owner::FREE };
+        *inv.block_mut(i).unwrap() = MemBlock {
+            node: (i / 16) as u16,
+            state: PRESENT | ONLINE,
+            owner: Owner::FREE,
+        };
     }
     inv
 }
 
 fn dist(a: u16, b: u16) -> u32 {
-    if a == b { 10 } else { 20 }
+    if a == b {
+        10
+    } else {
+        20
+    }
 }
 
-const BIG: Quota = Quota { max_cpus: 64, max_mem_mib: 1 << 20 };
+const BIG: Quota = Quota {
+    max_cpus: 64,
+    max_mem_mib: 1 << 20,
+};
 
 #[test]
 fn cpus_come_from_the_preferred_node_first() {
@@ -59,16 +85,25 @@ fn quota_limits_and_says_so() {
     for id in 0..3 {
         inv.cpu_mut(id).unwrap().owner = Owner(5);
     }
-    let quota = Quota { max_cpus: 4, max_mem_mib: 256 };
+    let quota = Quota {
+        max_cpus: 4,
+        max_mem_mib: 256,
+    };
     let mut out = [0u32; 16];
     let plan = plan_cpus(&inv, Owner(5), 3, 0, &quota, &dist, &mut out);
-    assert_eq!((plan.status, plan.reason, plan.picked), (Status::Partial, Reason::Quota, 1));
+    assert_eq!(
+        (plan.status, plan.reason, plan.picked),
+        (Status::Partial, Reason::Quota, 1)
+    );
     inv.cpu_mut(3).unwrap().owner = Owner(5);
     let plan = plan_cpus(&inv, Owner(5), 1, 0, &quota, &dist, &mut out);
     assert_eq!((plan.status, plan.reason), (Status::Denied, Reason::Quota));
     // Memory: 256 MiB quota is two blocks.
     let plan = plan_memory(&inv, Owner(5), 1000, 0, &quota, &dist, &mut out);
-    assert_eq!((plan.status, plan.reason, plan.picked), (Status::Partial, Reason::Quota, 2));
+    assert_eq!(
+        (plan.status, plan.reason, plan.picked),
+        (Status::Partial, Reason::Quota, 2)
+    );
 }
 
 #[test]
@@ -80,7 +115,10 @@ fn the_free_pool_limits_and_says_so() {
     inv.cpu_mut(15).unwrap().state = PRESENT; // offline: not allocatable
     let mut out = [0u32; 16];
     let plan = plan_cpus(&inv, Owner(5), 4, 0, &BIG, &dist, &mut out);
-    assert_eq!((plan.status, plan.reason, plan.picked), (Status::Partial, Reason::NoFree, 1));
+    assert_eq!(
+        (plan.status, plan.reason, plan.picked),
+        (Status::Partial, Reason::NoFree, 1)
+    );
     assert_eq!(out[0], 14);
 }
 
@@ -95,7 +133,10 @@ fn invalid_requests_are_denied() {
         plan_cpus(&inv, Owner::HOST, 1, 0, &BIG, &dist, &mut out),
         plan_memory(&inv, Owner(5), 0, 0, &BIG, &dist, &mut out),
     ] {
-        assert_eq!((plan.status, plan.reason), (Status::Denied, Reason::Invalid));
+        assert_eq!(
+            (plan.status, plan.reason),
+            (Status::Denied, Reason::Invalid)
+        );
     }
 }
 
@@ -110,7 +151,10 @@ fn release_gives_back_away_from_home_first() {
     assert_eq!(plan.status, Status::Granted);
     assert_eq!(&out[..2], &[9, 2]);
     let plan = plan_release_cpus(&inv, Owner(5), 9, &mut out);
-    assert_eq!((plan.status, plan.reason, plan.picked), (Status::Partial, Reason::NotHeld, 4));
+    assert_eq!(
+        (plan.status, plan.reason, plan.picked),
+        (Status::Partial, Reason::NotHeld, 4)
+    );
 }
 
 #[test]
@@ -132,7 +176,10 @@ fn random_plans_never_pick_unavailable_components() {
     for _ in 0..200 {
         let inv = host(64, 64, 4, 3, &mut rng);
         let guest = Owner(1 + rng.below(3) as u32);
-        let quota = Quota { max_cpus: rng.below(40) as u32, max_mem_mib: rng.below(40) * 128 };
+        let quota = Quota {
+            max_cpus: rng.below(40) as u32,
+            max_mem_mib: rng.below(40) * 128,
+        };
         let mut out = [0u32; 64];
         let want = 1 + rng.below(20) as u32;
         let node = rng.below(4) as u16;
@@ -147,7 +194,7 @@ fn random_plans_never_pick_unavailable_components() {
             assert!(c.owner == Owner::FREE && c.online());
             assert!(seen.insert(id));
         }
-        let plan = plan_memory(&inv, guest, (want * 100) as u32, node, &quota, &dist, &mut out);
+        let plan = plan_memory(&inv, guest, want * 100, node, &quota, &dist, &mut out);
         for &i in &out[..plan.picked] {
             let b = inv.blocks()[i as usize];
             assert!(b.owner == Owner::FREE && b.online());

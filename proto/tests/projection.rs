@@ -2,7 +2,12 @@
 
 //! The projection on synthetic load traces.
 
-#![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic
+)]
 
 mod common;
 
@@ -15,12 +20,20 @@ use hwconvey_proto::projection::{Params, Projector, Proposal, Sample};
 /// each proposal.
 fn run(trace: &[u32], cpus: u32, params: Params) -> Vec<(usize, Proposal)> {
     let mut p = Projector::new(params);
-    let mut held = Allocation { cpus, mem_mib: 4096 };
+    let mut held = Allocation {
+        cpus,
+        mem_mib: 4096,
+    };
     let mut out = Vec::new();
     for (i, &demand) in trace.iter().enumerate() {
         // The guest cannot be busier than it is big.
         let busy = demand.min(held.cpus * 1000);
-        let s = Sample { busy_mcpu: busy, nr_running: demand.div_ceil(1000), mem_used_mib: 1024, ..Sample::default() };
+        let s = Sample {
+            busy_mcpu: busy,
+            nr_running: demand.div_ceil(1000),
+            mem_used_mib: 1024,
+            ..Sample::default()
+        };
         if let Some(prop) = p.sample(&s, held, 128) {
             match prop {
                 Proposal::Cpus(n, _) => held.cpus += n,
@@ -39,8 +52,10 @@ fn step_is_answered_within_three_samples() {
     trace.extend(vec![6000; 20]);
     let props = run(&trace, 2, Params::default());
     let (at, first) = props.first().copied().unwrap();
-    assert!(at >= 20 && at < 23, "asked at sample {at}");
-    let Proposal::Cpus(n, motive) = first else { panic!("{first:?}") };
+    assert!((20..23).contains(&at), "asked at sample {at}");
+    let Proposal::Cpus(n, motive) = first else {
+        panic!("{first:?}")
+    };
     assert!(n >= 4, "asked for only {n}");
     assert!(motive.demand > motive.held * 1000);
 }
@@ -61,7 +76,10 @@ fn noise_around_the_target_does_not_flap() {
     let mut rng = Rng::new(11);
     // 4 CPUs, demand 3200 ± 300: at the target, inside the band.
     let trace: Vec<u32> = (0..500).map(|_| 2900 + rng.below(600) as u32).collect();
-    let params = Params { release_after: 20, ..Params::default() };
+    let params = Params {
+        release_after: 20,
+        ..Params::default()
+    };
     let props = run(&trace, 4, params);
     assert!(props.is_empty(), "{props:?}");
 }
@@ -97,11 +115,20 @@ fn release_keeps_what_the_load_needs() {
     // 16 CPUs, load 2.4 CPUs: with release on, it gives back down to what
     // 2.4 CPUs need at 80% (3 CPUs) and no further.
     let trace = vec![2400; 200];
-    let params = Params { release_after: 10, ..Params::default() };
+    let params = Params {
+        release_after: 10,
+        ..Params::default()
+    };
     let props = run(&trace, 16, params);
     let released: u32 = props
         .iter()
-        .map(|(_, p)| if let Proposal::ReleaseCpus(n, _) = p { *n } else { 0 })
+        .map(|(_, p)| {
+            if let Proposal::ReleaseCpus(n, _) = p {
+                *n
+            } else {
+                0
+            }
+        })
         .sum();
     assert_eq!(16 - released, 3, "{props:?}");
     // And with release off (the default), nothing is given back.
@@ -111,10 +138,18 @@ fn release_keeps_what_the_load_needs() {
 #[test]
 fn memory_growth_asks_whole_blocks() {
     let mut p = Projector::new(Params::default());
-    let held = Allocation { cpus: 4, mem_mib: 1024 };
+    let held = Allocation {
+        cpus: 4,
+        mem_mib: 1024,
+    };
     let mut asked = None;
     for i in 0..40u64 {
-        let s = Sample { busy_mcpu: 1000, nr_running: 1, mem_used_mib: 600 + 30 * i, ..Sample::default() };
+        let s = Sample {
+            busy_mcpu: 1000,
+            nr_running: 1,
+            mem_used_mib: 600 + 30 * i,
+            ..Sample::default()
+        };
         if let Some(Proposal::Memory(mib, _)) = p.sample(&s, held, 128) {
             asked = Some((i, mib));
             break;
@@ -128,8 +163,28 @@ fn memory_growth_asks_whole_blocks() {
 #[test]
 fn params_are_validated() {
     assert!(Params::default().validate().is_ok());
-    assert!(Params { alpha: 0, ..Params::default() }.validate().is_err());
-    assert!(Params { target: 1001, ..Params::default() }.validate().is_err());
-    assert!(Params { hysteresis: 800, ..Params::default() }.validate().is_err());
-    assert!(Params { persist: 0, ..Params::default() }.validate().is_err());
+    assert!(Params {
+        alpha: 0,
+        ..Params::default()
+    }
+    .validate()
+    .is_err());
+    assert!(Params {
+        target: 1001,
+        ..Params::default()
+    }
+    .validate()
+    .is_err());
+    assert!(Params {
+        hysteresis: 800,
+        ..Params::default()
+    }
+    .validate()
+    .is_err());
+    assert!(Params {
+        persist: 0,
+        ..Params::default()
+    }
+    .validate()
+    .is_err());
 }

@@ -2,7 +2,12 @@
 
 //! Snapshots and deltas end to end: host inventory → bytes → guest copy.
 
-#![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic
+)]
 
 mod common;
 
@@ -55,13 +60,23 @@ fn snapshot_diff_counts_my_allocation() {
     let mut g = guest();
     sync(&mut g, &host, 2, MAX_MSG_SIZE);
     // Give guest 2 one more free online CPU and take one of its blocks.
-    let free = host.cpus().iter().position(|c| c.owner == Owner::FREE && c.online()).unwrap() as u32;
+    let free = host
+        .cpus()
+        .iter()
+        .position(|c| c.owner == Owner::FREE && c.online())
+        .unwrap() as u32;
     host.cpu_mut(free).unwrap().owner = Owner(2);
-    let mine = host.blocks().iter().position(|b| b.owner == Owner(2)).unwrap() as u32;
+    let mine = host
+        .blocks()
+        .iter()
+        .position(|b| b.owner == Owner(2))
+        .unwrap() as u32;
     host.block_mut(mine).unwrap().owner = Owner::FREE;
     host.bump_generation();
     let parts = snapshot(&host, 2, MAX_MSG_SIZE);
-    let Update::Applied { diff: d, .. } = g.receive(&parts[0]).unwrap() else { panic!() };
+    let Update::Applied { diff: d, .. } = g.receive(&parts[0]).unwrap() else {
+        panic!()
+    };
     assert_eq!((d.my_cpus_gained, d.my_blocks_lost), (1, 1));
     assert!(d.allocation_changed());
 }
@@ -93,7 +108,11 @@ fn delta_diff_matches_reference() {
                     count,
                     node: rng.below(2) as u16,
                     state: if online { PRESENT | ONLINE } else { PRESENT },
-                    owner: if online { Owner(rng.below(4) as u32) } else { Owner::FREE },
+                    owner: if online {
+                        Owner(rng.below(4) as u32)
+                    } else {
+                        Owner::FREE
+                    },
                 }
             } else {
                 Run::Mem {
@@ -101,7 +120,11 @@ fn delta_diff_matches_reference() {
                     count,
                     node: rng.below(2) as u16,
                     state: if online { PRESENT | ONLINE } else { PRESENT },
-                    owner: if online { Owner(rng.below(4) as u32) } else { Owner::FREE },
+                    owner: if online {
+                        Owner(rng.below(4) as u32)
+                    } else {
+                        Owner::FREE
+                    },
                 }
             };
             w.push(&run).unwrap();
@@ -109,7 +132,12 @@ fn delta_diff_matches_reference() {
         }
         host.generation = gen;
         let n = w.finish().unwrap();
-        let Update::Applied { diff: got, generation, snapshot } = g.receive(&buf[..n]).unwrap() else {
+        let Update::Applied {
+            diff: got,
+            generation,
+            snapshot,
+        } = g.receive(&buf[..n]).unwrap()
+        else {
             panic!()
         };
         assert!(!snapshot);
@@ -118,7 +146,12 @@ fn delta_diff_matches_reference() {
         // Runs may overlap, so a component can be counted per run that
         // touched it; compare net allocation change, which must agree.
         let want = diff(&before, &host, Owner(1));
-        let net = |d: &Diff| (d.my_cpus_gained as i64 - d.my_cpus_lost as i64, d.my_blocks_gained as i64 - d.my_blocks_lost as i64);
+        let net = |d: &Diff| {
+            (
+                d.my_cpus_gained as i64 - d.my_cpus_lost as i64,
+                d.my_blocks_gained as i64 - d.my_blocks_lost as i64,
+            )
+        };
         assert_eq!(net(&got), net(&want));
         assert_eq!(
             before.allocation(Owner(1)).cpus as i64 + net(&want).0,
@@ -134,7 +167,13 @@ fn delta_with_gap_is_refused_and_changes_nothing() {
     let mut g = guest();
     // Before any snapshot: a delta is a gap.
     let mut buf = [0u8; 256];
-    let run = Run::Cpu { first: 0, count: 1, node: 0, state: PRESENT, owner: Owner::FREE };
+    let run = Run::Cpu {
+        first: 0,
+        count: 1,
+        node: 0,
+        state: PRESENT,
+        owner: Owner::FREE,
+    };
     let mut w = DeltaWriter::new(&mut buf, host.generation, host.generation + 1).unwrap();
     w.push(&run).unwrap();
     let n = w.finish().unwrap();
@@ -214,4 +253,73 @@ fn hostile_bytes_never_panic_and_change_nothing() {
         }
     }
     assert!(rejected > 10_000);
+}
+
+/// The host side of a storm: random hotplug and ownership changes, each
+/// published as a delta computed by comparison (or a snapshot when it does
+/// not fit), some lost on the way; the guest asks for a snapshot on a gap.
+/// At the end the guest's copy equals the host's inventory.
+#[test]
+fn storm_with_lost_updates_converges() {
+    use hwconvey_proto::delta::write_delta;
+    let mut rng = Rng::new(8);
+    let mut host = host(128, 256, 4, 3, &mut rng);
+    let mut published = empty();
+    published.copy_from(&host).unwrap();
+    let mut g = guest();
+    sync(&mut g, &host, 2, MAX_MSG_SIZE);
+    let (mut deltas, mut snapshots, mut gaps) = (0, 0, 0);
+    for _ in 0..1000 {
+        // One event: a CPU or a block goes offline (freed) or online.
+        for _ in 0..1 + rng.below(3) {
+            if rng.chance(500) {
+                let c = host.cpu_mut(rng.below(128) as u32).unwrap();
+                if c.online() {
+                    c.state = PRESENT;
+                    c.owner = Owner::FREE;
+                } else {
+                    c.state = PRESENT | ONLINE;
+                    c.owner = Owner(rng.below(4) as u32);
+                }
+            } else {
+                let b = host.block_mut(rng.below(256) as u32).unwrap();
+                b.state ^= ONLINE;
+                b.owner = if b.online() {
+                    Owner(rng.below(4) as u32)
+                } else {
+                    Owner::FREE
+                };
+            }
+        }
+        let base = published.generation;
+        host.generation = base + 1;
+        let mut buf = [0u8; MAX_MSG_SIZE];
+        let mut w = DeltaWriter::new(&mut buf, base, host.generation).unwrap();
+        let fits = write_delta(&published, &host, &mut w).is_ok();
+        published.copy_from(&host).unwrap();
+        if rng.chance(50) {
+            continue; // lost
+        }
+        let result = if fits {
+            let n = w.finish().unwrap();
+            assert!(n <= 8 + 16 + 3 * 16, "one event, {n} bytes");
+            deltas += 1;
+            g.receive(&buf[..n])
+        } else {
+            snapshots += 1;
+            sync(&mut g, &host, 2, MAX_MSG_SIZE);
+            Ok(Update::Partial)
+        };
+        if result == Err(Error::Gap) {
+            gaps += 1;
+            sync(&mut g, &host, 2, MAX_MSG_SIZE);
+        } else {
+            result.unwrap();
+        }
+        assert!(same(g.stored(), &host));
+    }
+    assert!(
+        deltas > 900 && gaps > 10,
+        "{deltas} deltas, {snapshots} snapshots, {gaps} gaps"
+    );
 }

@@ -2,7 +2,12 @@
 
 //! Test support: a seeded generator of host layouts.
 
-#![allow(dead_code, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![allow(
+    dead_code,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used
+)]
 
 use hwconvey_proto::inventory::*;
 
@@ -37,12 +42,19 @@ pub fn empty() -> Inv {
 /// every core, then thread 1) and consecutive memory blocks; a few owners.
 pub fn host(cpus: u32, blocks: u32, nodes: u32, guests: u32, rng: &mut Rng) -> Inv {
     let mut inv = empty();
-    inv.reset(Dims { cpus, blocks, nodes, block_size: 128 << 20 }).unwrap();
+    inv.reset(Dims {
+        cpus,
+        blocks,
+        nodes,
+        block_size: 128 << 20,
+    })
+    .unwrap();
     inv.generation = 1 + rng.below(1000);
     let threads = 2;
     let per_node = (cpus / nodes).max(1);
     for id in 0..cpus {
-        let node = ((id % (cpus / threads).max(1)) / (per_node / threads).max(1)).min(nodes - 1) as u16;
+        let node =
+            ((id % (cpus / threads).max(1)) / (per_node / threads).max(1)).min(nodes - 1) as u16;
         let c = inv.cpu_mut(id).unwrap();
         c.node = node;
         c.state = PRESENT | ONLINE;
@@ -78,7 +90,10 @@ pub fn host(cpus: u32, blocks: u32, nodes: u32, guests: u32, rng: &mut Rng) -> I
 
 /// Whether two inventories hold the same components.
 pub fn same(a: &Inv, b: &Inv) -> bool {
-    a.dims() == b.dims() && a.cpus() == b.cpus() && a.blocks() == b.blocks() && a.nodes() == b.nodes()
+    a.dims() == b.dims()
+        && a.cpus() == b.cpus()
+        && a.blocks() == b.blocks()
+        && a.nodes() == b.nodes()
 }
 
 /// Encodes a full snapshot of `inv` for `guest` in parts of at most `part`

@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# hwconvey: two Rust kernel modules and their tools.
+#
+#   make          build both modules (and, first, the toolchain and test kernel)
+#   make demo     boot the test kernel and run the demo scenario
+#   make check    native tests, then the modules' KUnit suites in a VM
+#
+# KDIR=<tree> builds against another Linux 7.3 tree with patches/ applied;
+# HWC_KCONFIG=debug uses the debug kernel (KASAN, kmemleak, lockdep).
+# The kernel build itself reads Kbuild, not this file.
+
+T := tools/testing
+
+.PHONY: all modules setup kernel check demo clean fmt
+
+all: modules
+
+setup:
+	$(T)/setup.sh
+
+kernel: setup
+	$(T)/build-kernel.sh >/dev/null
+
+modules: setup
+	$(T)/modules.sh
+
+check:
+	$(T)/check.sh
+
+demo:
+	$(T)/demo.sh
+
+fmt:
+	rustfmt --edition 2021 host_mod/*.rs guest_mod/*.rs
+	cargo fmt --all
+
+clean:
+	$(T)/modules.sh clean
+	cargo clean

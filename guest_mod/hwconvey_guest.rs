@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! hwconvey guest module.
+//!
+//! Keeps this guest's copy of the host inventory, compares every update with
+//! it, samples the guest's own load and asks the host for resources when the
+//! projected demand exceeds what the guest holds.
+
+use kernel::prelude::*;
+
+#[path = "../proto/src/kernel.rs"]
+pub mod proto;
+
+use proto::in_kernel::{new_guest_copy, KGuestCopy};
+use proto::projection::{Params, Projector};
+
+module! {
+    type: HwconveyGuest,
+    name: "hwconvey_guest",
+    authors: ["hwconvey developers"],
+    description: "hwconvey guest: host inventory copy, load projection and resource requests",
+    license: "GPL",
+}
+
+struct HwconveyGuest {
+    _copy: KGuestCopy,
+    _projector: Projector,
+}
+
+impl kernel::Module for HwconveyGuest {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let params = Params::default();
+        params.validate()?;
+        pr_info!(
+            "ready: projection horizon {} samples, target {}%, no host yet\n",
+            params.horizon,
+            params.target / 10
+        );
+        Ok(Self {
+            _copy: new_guest_copy()?,
+            _projector: Projector::new(params),
+        })
+    }
+}
+
+#[kunit_tests(hwconvey_guest)]
+mod tests {
+    use super::proto::diff::Diff;
+    use super::proto::error::Error;
+    use super::proto::guest::Update;
+    use super::proto::in_kernel::{new_guest_copy, new_inventory};
+    use super::proto::inventory::{Allocation, Dims, Owner, ONLINE, PRESENT};
+    use super::proto::message::{DeltaWriter, SnapshotEncoder, MAX_MSG_SIZE};
+    use super::proto::projection::{Params, Projector, Proposal, Sample};
+    use super::proto::run::Run;
+    use kernel::prelude::*;
+
+    #[test]
+    fn fixed_point_projection_answers_a_step_in_three_samples() {
+        let mut p = Projector::new(Params::default());
+        let held = Allocation { cpus: 2, mem_mib: 1024 };
+        let idle = Sample { busy_mcpu: 400, nr_running: 1, mem_used_mib: 300, ..Sample::default() };
+        for _ in 0..20 {
+            assert_eq!(p.sample(&idle, held, 128), None);
+        }
+        // Six runnable tasks on two saturated CPUs.
+        let busy = Sample { busy_mcpu: 2000, nr_running: 6, mem_used_mib: 300, ..Sample::default() };
+        let asked = (0..3).find_map(|_| p.sample(&busy, held, 128));
+        assert!(matches!(asked, Some(Proposal::Cpus(n, _)) if n >= 3));
+    }
+
+    #[test]
+    fn deltas_apply_diff_and_refuse_gaps() -> Result {
+        // A host of 8 CPUs and 8 blocks, all free, sent as a snapshot.
+        let mut host = new_inventory()?;
+        host.reset(Dims { cpus: 8, blocks: 8, nodes: 1, block_size: 128 << 20 })?;
+        for id in 0..8 {
+            if let Some(c) = host.cpu_mut(id) {
+                c.node = 0;
+                c.state = PRESENT | ONLINE;
+            }
+            if let Some(b) = host.block_mut(id) {
+                b.node = 0;
+                b.state = PRESENT | ONLINE;
+            }
+        }
+        if let Some(n) = host.node_mut(0) {
+            n.state = PRESENT | ONLINE;
+        }
+        host.generation = 5;
+        let mut copy = new_guest_copy()?;
+        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
+        let n = SnapshotEncoder::new(3).next_part(&host, &mut buf)?.ok_or(EINVAL)?;
+        copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
+
+        // The host gives CPUs 2-3 to this guest (3).
+        let run = Run::Cpu { first: 2, count: 2, node: 0, state: PRESENT | ONLINE, owner: Owner(3) };
+        let mut w = DeltaWriter::new(&mut buf, 5, 6)?;
+        w.push(&run)?;
+        let n = w.finish()?;
+        let update = copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
+        let Update::Applied { generation, diff, snapshot: false } = update else {
+            return Err(EINVAL);
+        };
+        assert_eq!(generation, 6);
+        assert_eq!(diff, Diff { my_cpus_gained: 2, ..Diff::default() });
+        assert_eq!(copy.stored().allocation(Owner(3)).cpus, 2);
+
+        // A delta from generation 7 is a gap: refused, nothing changes.
+        let mut w = DeltaWriter::new(&mut buf, 7, 8)?;
+        w.push(&run)?;
+        let n = w.finish()?;
+        assert_eq!(copy.receive(buf.get(..n).ok_or(EINVAL)?), Err(Error::Gap));
+        assert_eq!(copy.stored().generation, 6);
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Builds the whole-host inventory from the running kernel.
+
+use kernel::prelude::*;
+use kernel::{cpu, memory_block, numa};
+
+use crate::proto::in_kernel::{new_inventory, KInventory};
+use crate::proto::inventory::{
+    Dims, Owner, NODE_CPUS, NODE_MEMORY, NO_NODE, NO_PACKAGE, ONLINE, PRESENT,
+};
+
+fn node_id(node: Option<u32>) -> u16 {
+    node.and_then(|n| u16::try_from(n).ok()).unwrap_or(NO_NODE)
+}
+
+fn state(present: bool, online: bool) -> u8 {
+    (if present { PRESENT } else { 0 }) | (if online { ONLINE } else { 0 })
+}
+
+/// Enumerates every possible CPU, every memory block and every possible node,
+/// all free, at generation 1.
+pub(crate) fn scan() -> Result<KInventory> {
+    let mut blocks = 0u32;
+    memory_block::for_each_block(|b| {
+        let next = u32::try_from(b.id).map_err(|_| E2BIG)?.checked_add(1).ok_or(E2BIG)?;
+        blocks = blocks.max(next);
+        Ok(())
+    })?;
+    let dims = Dims {
+        cpus: cpu::nr_cpu_ids(),
+        blocks,
+        nodes: numa::nr_node_ids(),
+        block_size: memory_block::block_size_bytes(),
+    };
+    let mut inv = new_inventory()?;
+    inv.reset(dims)?;
+
+    for id in cpu::possible_cpus() {
+        let Some(c) = inv.cpu_mut(id.as_u32()) else { continue };
+        let (present, online) = (id.is_present(), id.is_online());
+        c.state = state(present, online);
+        c.node = if present { node_id(id.node()) } else { NO_NODE };
+        c.owner = Owner::FREE;
+        if online {
+            c.package = u16::try_from(id.package_id()).unwrap_or(NO_PACKAGE);
+            c.core = id.core_id();
+            c.thread = u8::try_from(id.thread_index()).unwrap_or(u8::MAX);
+        } else {
+            c.package = NO_PACKAGE;
+        }
+    }
+    // CPUs that are not possible stay "not present, no node".
+    for id in 0..dims.cpus {
+        if let Some(c) = inv.cpu_mut(id) {
+            if c.state == 0 {
+                c.node = NO_NODE;
+                c.package = NO_PACKAGE;
+            }
+        }
+    }
+
+    for i in 0..dims.blocks {
+        if let Some(b) = inv.block_mut(i) {
+            b.node = NO_NODE;
+        }
+    }
+    memory_block::for_each_block(|b| {
+        let index = u32::try_from(b.id).map_err(|_| E2BIG)?;
+        let online = b.state == memory_block::State::Online;
+        if let Some(block) = inv.block_mut(index) {
+            block.state = state(true, online);
+            block.node = node_id(b.node);
+            block.owner = Owner::FREE;
+        }
+        Ok(())
+    })?;
+
+    for node in numa::possible_nodes() {
+        if let Some(n) = inv.node_mut(node.as_u32()) {
+            n.state = PRESENT
+                | if node.is_online() { ONLINE } else { 0 }
+                | if node.has_memory() { NODE_MEMORY } else { 0 }
+                | if node.has_cpus() { NODE_CPUS } else { 0 };
+        }
+    }
+    inv.generation = 1;
+    Ok(inv)
+}

@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What the core needs from the kernel: table storage in kernel vectors, and
+//! errors as kernel errors.
+
+use kernel::alloc::{Allocator, KVVec, Vec};
+use kernel::prelude::GFP_KERNEL;
+
+use super::error::{Error, Result};
+use super::guest::GuestCopy;
+use super::inventory::{Cpu, Inventory, MemBlock, Node, Table};
+
+impl<T: Copy + Default, A: Allocator> Table<T> for Vec<T, A> {
+    fn resize_to(&mut self, len: usize) -> Result {
+        // Tables are resized in process context, under a mutex at most.
+        self.resize(len, T::default(), GFP_KERNEL)
+            .map_err(|_| Error::NoMemory)
+    }
+}
+
+/// An inventory in `kvmalloc`ed tables: a large host's tables are more than
+/// `kmalloc` reliably gives.
+pub type KInventory = Inventory<KVVec<Cpu>, KVVec<MemBlock>, KVVec<Node>>;
+
+/// An empty [`KInventory`].
+pub fn new_inventory() -> Result<KInventory> {
+    Inventory::new(KVVec::new(), KVVec::new(), KVVec::new())
+}
+
+/// A guest's copy of the host inventory in kernel tables.
+pub type KGuestCopy = GuestCopy<KVVec<Cpu>, KVVec<MemBlock>, KVVec<Node>>;
+
+/// An empty [`KGuestCopy`].
+pub fn new_guest_copy() -> Result<KGuestCopy> {
+    Ok(GuestCopy::new(new_inventory()?, new_inventory()?))
+}
+
+impl From<Error> for kernel::error::Error {
+    fn from(e: Error) -> Self {
+        kernel::error::Error::from_errno(-e.errno())
+    }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# make check: everything that proves hwconvey works, from a fresh machine.
+#   1. set-up (toolchain, kernel source) and the test kernel, cached;
+#   2. native tests of the protocol core and tools (cargo test), clippy,
+#      and a bounded fuzz run;
+#   3. both modules, built against the test kernel;
+#   4. in a VM: load both modules, read back every KUnit suite.
+# Ends with "check: N passed, N failed".
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+cd "$HWC_ROOT"
+
+SUITES=(hwconvey_host hwconvey_guest)
+passed=0
+failed=0
+tally() { # tally FILE: adds up "N passed; M failed" of cargo and our own lines
+	local p f
+	p=$(grep -oE '([0-9]+) passed' "$1" | awk '{s += $1} END {print s + 0}')
+	f=$(grep -oE '([0-9]+) failed' "$1" | awk '{s += $1} END {print s + 0}')
+	passed=$((passed + p))
+	failed=$((failed + f))
+}
+logs=$(mktemp -d "${TMPDIR:-/tmp}/hwconvey-check.XXXXXX")
+trap 'rm -rf "$logs"' EXIT
+
+"$here/setup.sh"
+KDIR=${KDIR:-$("$here/build-kernel.sh")}
+export KDIR
+
+log "native tests"
+cargo test --workspace --all-features 2>&1 | tee "$logs/cargo" | grep -E '^test result|FAILED|panicked' || true
+tally "$logs/cargo"
+grep -q '^test result: ok' "$logs/cargo" || failed=$((failed + 1))
+cargo clippy --workspace --all-features --all-targets -q -- -D warnings
+
+log "bounded fuzz run"
+"$here/fuzz.sh" short
+
+log "modules"
+"$here/modules.sh"
+
+log "KUnit suites in the VM"
+set +e
+"$here/vm-run" --keep "$logs/vm" tools/testing/vm/kunit.sh
+vm_rc=$?
+set -e
+python3 "$here/ktap.py" "$logs/vm" "${SUITES[@]}" | tee "$logs/kunit"
+tally "$logs/kunit"
+[ $vm_rc = 0 ] || { log "the VM run failed (exit $vm_rc)"; failed=$((failed + 1)); }
+
+echo "check: $passed passed, $failed failed"
+[ "$failed" = 0 ]
