@@ -58,13 +58,26 @@ mod tests {
     #[test]
     fn fixed_point_projection_answers_a_step_in_three_samples() {
         let mut p = Projector::new(Params::default());
-        let held = Allocation { cpus: 2, mem_mib: 1024 };
-        let idle = Sample { busy_mcpu: 400, nr_running: 1, mem_used_mib: 300, ..Sample::default() };
+        let held = Allocation {
+            cpus: 2,
+            mem_mib: 1024,
+        };
+        let idle = Sample {
+            busy_mcpu: 400,
+            nr_running: 1,
+            mem_used_mib: 300,
+            ..Sample::default()
+        };
         for _ in 0..20 {
             assert_eq!(p.sample(&idle, held, 128), None);
         }
         // Six runnable tasks on two saturated CPUs.
-        let busy = Sample { busy_mcpu: 2000, nr_running: 6, mem_used_mib: 300, ..Sample::default() };
+        let busy = Sample {
+            busy_mcpu: 2000,
+            nr_running: 6,
+            mem_used_mib: 300,
+            ..Sample::default()
+        };
         let asked = (0..3).find_map(|_| p.sample(&busy, held, 128));
         assert!(matches!(asked, Some(Proposal::Cpus(n, _)) if n >= 3));
     }
@@ -73,7 +86,12 @@ mod tests {
     fn deltas_apply_diff_and_refuse_gaps() -> Result {
         // A host of 8 CPUs and 8 blocks, all free, sent as a snapshot.
         let mut host = new_inventory()?;
-        host.reset(Dims { cpus: 8, blocks: 8, nodes: 1, block_size: 128 << 20 })?;
+        host.reset(Dims {
+            cpus: 8,
+            blocks: 8,
+            nodes: 1,
+            block_size: 128 << 20,
+        })?;
         for id in 0..8 {
             if let Some(c) = host.cpu_mut(id) {
                 c.node = 0;
@@ -90,20 +108,39 @@ mod tests {
         host.generation = 5;
         let mut copy = new_guest_copy()?;
         let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
-        let n = SnapshotEncoder::new(3).next_part(&host, &mut buf)?.ok_or(EINVAL)?;
+        let n = SnapshotEncoder::new(3)
+            .next_part(&host, &mut buf)?
+            .ok_or(EINVAL)?;
         copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
 
         // The host gives CPUs 2-3 to this guest (3).
-        let run = Run::Cpu { first: 2, count: 2, node: 0, state: PRESENT | ONLINE, owner: Owner(3) };
+        let run = Run::Cpu {
+            first: 2,
+            count: 2,
+            node: 0,
+            state: PRESENT | ONLINE,
+            owner: Owner(3),
+        };
         let mut w = DeltaWriter::new(&mut buf, 5, 6)?;
         w.push(&run)?;
         let n = w.finish()?;
         let update = copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
-        let Update::Applied { generation, diff, snapshot: false } = update else {
+        let Update::Applied {
+            generation,
+            diff,
+            snapshot: false,
+        } = update
+        else {
             return Err(EINVAL);
         };
         assert_eq!(generation, 6);
-        assert_eq!(diff, Diff { my_cpus_gained: 2, ..Diff::default() });
+        assert_eq!(
+            diff,
+            Diff {
+                my_cpus_gained: 2,
+                ..Diff::default()
+            }
+        );
         assert_eq!(copy.stored().allocation(Owner(3)).cpus, 2);
 
         // A delta from generation 7 is a gap: refused, nothing changes.

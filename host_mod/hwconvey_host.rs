@@ -41,7 +41,9 @@ impl kernel::Module for HwconveyHost {
             online_blocks,
             d.nodes
         );
-        Ok(Self { _inventory: inventory })
+        Ok(Self {
+            _inventory: inventory,
+        })
     }
 }
 
@@ -51,8 +53,8 @@ mod tests {
     use super::proto::guest::Update;
     use super::proto::in_kernel::new_guest_copy;
     use super::proto::inventory::{Owner, ONLINE};
-    use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE, NODE_ANY};
     use super::proto::message::Status;
+    use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE, NODE_ANY};
     use super::scan::scan;
     use kernel::prelude::*;
 
@@ -63,7 +65,10 @@ mod tests {
         assert_eq!(online, kernel::cpu::num_online_cpus() as usize);
         assert_eq!(inv.dims().cpus, kernel::cpu::nr_cpu_ids());
         assert_eq!(inv.dims().nodes, kernel::numa::nr_node_ids());
-        assert_eq!(inv.dims().block_size, kernel::memory_block::block_size_bytes());
+        assert_eq!(
+            inv.dims().block_size,
+            kernel::memory_block::block_size_bytes()
+        );
         // Online components sit on a real node; nothing is allocated yet.
         for c in inv.cpus().iter().filter(|c| c.online()) {
             assert!(u32::from(c.node) < inv.dims().nodes);
@@ -98,16 +103,38 @@ mod tests {
         for id in 0..host.dims().cpus {
             if let Some(c) = host.cpu_mut(id) {
                 if c.online() {
-                    c.owner = if id == 0 { Owner::HOST } else if id % 2 == 1 { Owner(1) } else { Owner::FREE };
+                    c.owner = if id == 0 {
+                        Owner::HOST
+                    } else if id % 2 == 1 {
+                        Owner(1)
+                    } else {
+                        Owner::FREE
+                    };
                 }
             }
         }
-        let free = host.cpus().iter().filter(|c| c.online() && c.owner == Owner::FREE).count();
+        let free = host
+            .cpus()
+            .iter()
+            .filter(|c| c.online() && c.owner == Owner::FREE)
+            .count();
         let mut out = KVec::from_elem(0u32, 64, GFP_KERNEL)?;
-        let quota = Quota { max_cpus: 1024, max_mem_mib: 0 };
-        let plan = plan_cpus(&host, Owner(2), 64, NODE_ANY, &quota, &|a, b| u32::from(a != b), &mut out);
+        let quota = Quota {
+            max_cpus: 1024,
+            max_mem_mib: 0,
+        };
+        let plan = plan_cpus(
+            &host,
+            Owner(2),
+            64,
+            NODE_ANY,
+            &quota,
+            &|a, b| u32::from(a != b),
+            &mut out,
+        );
         assert_eq!(plan.picked, free.min(64));
-        assert_eq!(plan.status == Status::Granted, free >= 64);
+        let granted = plan.status == Status::Granted;
+        assert_eq!(granted, free >= 64);
         for &id in out.iter().take(plan.picked) {
             let c = host.cpus().get(id as usize).ok_or(EINVAL)?;
             assert!(c.online() && c.owner == Owner::FREE);

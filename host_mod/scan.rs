@@ -22,8 +22,11 @@ fn state(present: bool, online: bool) -> u8 {
 /// all free, at generation 1.
 pub(crate) fn scan() -> Result<KInventory> {
     let mut blocks = 0u32;
-    memory_block::for_each_block(|b| {
-        let next = u32::try_from(b.id).map_err(|_| E2BIG)?.checked_add(1).ok_or(E2BIG)?;
+    memory_block::for_each_block(&mut |b| {
+        let next = u32::try_from(b.id)
+            .map_err(|_| E2BIG)?
+            .checked_add(1)
+            .ok_or(E2BIG)?;
         blocks = blocks.max(next);
         Ok(())
     })?;
@@ -37,7 +40,9 @@ pub(crate) fn scan() -> Result<KInventory> {
     inv.reset(dims)?;
 
     for id in cpu::possible_cpus() {
-        let Some(c) = inv.cpu_mut(id.as_u32()) else { continue };
+        let Some(c) = inv.cpu_mut(id.as_u32()) else {
+            continue;
+        };
         let (present, online) = (id.is_present(), id.is_online());
         c.state = state(present, online);
         c.node = if present { node_id(id.node()) } else { NO_NODE };
@@ -65,7 +70,7 @@ pub(crate) fn scan() -> Result<KInventory> {
             b.node = NO_NODE;
         }
     }
-    memory_block::for_each_block(|b| {
+    memory_block::for_each_block(&mut |b| {
         let index = u32::try_from(b.id).map_err(|_| E2BIG)?;
         let online = b.state == memory_block::State::Online;
         if let Some(block) = inv.block_mut(index) {

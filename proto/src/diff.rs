@@ -155,27 +155,25 @@ where
     M2: Table<MemBlock>,
     N2: Table<Node>,
 {
-    fn pairs<'a, T: Copy + Default + 'a>(
-        a: &'a [T],
-        b: &'a [T],
-    ) -> impl Iterator<Item = (T, T)> + 'a {
-        let n = a.len().max(b.len());
-        (0..n).map(move |i| {
-            (
-                a.get(i).copied().unwrap_or_default(),
-                b.get(i).copied().unwrap_or_default(),
-            )
-        })
+    /// Calls `f` for each index where the two tables differ; an index in
+    /// only one of them is compared with an absent (default) component.
+    fn changed<T: Copy + Default + PartialEq>(a: &[T], b: &[T], mut f: impl FnMut(&T, &T)) {
+        for (x, y) in a.iter().zip(b.iter()) {
+            if x != y {
+                f(x, y);
+            }
+        }
+        let absent = T::default();
+        for x in a.get(b.len()..).unwrap_or_default() {
+            f(x, &absent);
+        }
+        for y in b.get(a.len()..).unwrap_or_default() {
+            f(&absent, y);
+        }
     }
     let mut d = Diff::default();
-    for (o, n) in pairs(old.cpus(), new.cpus()) {
-        d.cpu(&o, &n, me);
-    }
-    for (o, n) in pairs(old.blocks(), new.blocks()) {
-        d.block(&o, &n, me);
-    }
-    for (o, n) in pairs(old.nodes(), new.nodes()) {
-        d.node(&o, &n);
-    }
+    changed(old.cpus(), new.cpus(), |o, n| d.cpu(o, n, me));
+    changed(old.blocks(), new.blocks(), |o, n| d.block(o, n, me));
+    changed(old.nodes(), new.nodes(), |o, n| d.node(o, n));
     d
 }

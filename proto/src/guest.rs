@@ -161,9 +161,8 @@ where
             self.staging.reset(asm.dims)?;
         }
         let me = Owner(asm.guest);
-        let mut scratch = Diff::default();
         for run in runs.flatten() {
-            run.apply(&mut self.staging, &mut scratch, me);
+            run.fill(&mut self.staging);
         }
         if !part.last {
             self.assembly = Some(asm);

@@ -260,6 +260,24 @@ where
         &self.nodes
     }
 
+    /// CPUs `first..first + count`, mutable, or `None` if out of range.
+    pub fn cpus_mut(&mut self, first: u32, count: u32) -> Option<&mut [Cpu]> {
+        let end = first.checked_add(count)?;
+        self.cpus.get_mut(first as usize..end as usize)
+    }
+
+    /// Blocks `first..first + count`, mutable, or `None` if out of range.
+    pub fn blocks_mut(&mut self, first: u32, count: u32) -> Option<&mut [MemBlock]> {
+        let end = first.checked_add(count)?;
+        self.blocks.get_mut(first as usize..end as usize)
+    }
+
+    /// Nodes `first..first + count`, mutable, or `None` if out of range.
+    pub fn nodes_mut(&mut self, first: u32, count: u32) -> Option<&mut [Node]> {
+        let end = first.checked_add(count)?;
+        self.nodes.get_mut(first as usize..end as usize)
+    }
+
     /// CPU `id`, mutable.
     pub fn cpu_mut(&mut self, id: u32) -> Option<&mut Cpu> {
         self.cpus.get_mut(id as usize)

@@ -247,6 +247,67 @@ impl Run {
         Ok(())
     }
 
+    /// Writes the run into `inv`. The run must have passed [`Run::validate`]
+    /// against `inv`'s dimensions; one that did not is ignored, never
+    /// written out of bounds.
+    pub fn fill<C, M, N>(&self, inv: &mut Inventory<C, M, N>)
+    where
+        C: Table<Cpu>,
+        M: Table<MemBlock>,
+        N: Table<Node>,
+    {
+        match *self {
+            Run::Cpu {
+                first,
+                count,
+                node,
+                state,
+                owner,
+            } => {
+                for cpu in inv.cpus_mut(first, count).unwrap_or_default() {
+                    cpu.node = node;
+                    cpu.state = state;
+                    cpu.owner = owner;
+                }
+            }
+            Run::CpuTopo {
+                first,
+                count,
+                package,
+                thread,
+                core,
+            } => {
+                let mut core = core;
+                for cpu in inv.cpus_mut(first, count).unwrap_or_default() {
+                    cpu.package = package;
+                    cpu.thread = thread;
+                    cpu.core = core;
+                    core = core.wrapping_add(1);
+                }
+            }
+            Run::Mem {
+                first,
+                count,
+                node,
+                state,
+                owner,
+            } => {
+                inv.blocks_mut(first, count)
+                    .unwrap_or_default()
+                    .fill(MemBlock { node, state, owner });
+            }
+            Run::Node {
+                first,
+                count,
+                state,
+            } => {
+                inv.nodes_mut(first, count)
+                    .unwrap_or_default()
+                    .fill(Node { state });
+            }
+        }
+    }
+
     /// Writes the run into `inv`, counting what changed for `me` in `diff`.
     /// The run must have passed [`Run::validate`] against `inv`'s dimensions;
     /// one that did not is clipped to the tables, never written out of bounds.

@@ -9,6 +9,8 @@ VNG=$HWC_TOOLS/venv/bin/vng
 LIBCLANG_PATH=/usr/lib/llvm-19/lib
 RUST_LIB_SRC=/usr/lib/rustlib/src/rust/library
 export LIBCLANG_PATH
+# virtme-ng calls its own helpers (virtme-run, ...) through PATH.
+export PATH="$HWC_TOOLS/venv/bin:$PATH"
 
 # The toolchain goes on make's command line: the kernel Makefile's own
 # assignments beat the environment.
