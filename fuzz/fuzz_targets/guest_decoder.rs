@@ -37,20 +37,33 @@ fn consistent(inv: &Inv) -> bool {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
-    let host = host();
-    let mut copy = GuestCopy::new(Inv::new(Vec::new(), Vec::new(), Vec::new()).unwrap(), Inv::new(Vec::new(), Vec::new(), Vec::new()).unwrap());
-    let mut buf = [0u8; MAX_MSG_SIZE];
-    let n = SnapshotEncoder::new(1).next_part(&host, &mut buf).unwrap().unwrap();
-    copy.receive(&buf[..n]).unwrap();
+type Copy = GuestCopy<Vec<Cpu>, Vec<MemBlock>, Vec<Node>>;
 
-    let mut before = Inv::new(Vec::new(), Vec::new(), Vec::new()).unwrap();
-    before.copy_from(copy.stored()).unwrap();
-    match copy.receive(data) {
-        Err(_) => {
-            let s = copy.stored();
-            assert!(s.generation == before.generation && s.cpus() == before.cpus() && s.blocks() == before.blocks() && s.nodes() == before.nodes());
+thread_local! {
+    /// The snapshot that puts a copy in sync, and a copy kept in sync with it.
+    static STATE: std::cell::RefCell<(Vec<u8>, Copy, Inv)> = std::cell::RefCell::new({
+        let host = host();
+        let mut buf = [0u8; MAX_MSG_SIZE];
+        let n = SnapshotEncoder::new(1).next_part(&host, &mut buf).unwrap().unwrap();
+        let mut copy = Copy::new(Inv::new(Vec::new(), Vec::new(), Vec::new()).unwrap(), Inv::new(Vec::new(), Vec::new(), Vec::new()).unwrap());
+        copy.receive(&buf[..n]).unwrap();
+        (buf[..n].to_vec(), copy, host)
+    });
+}
+
+fuzz_target!(|data: &[u8]| {
+    STATE.with(|state| {
+        let (snapshot, copy, host) = &mut *state.borrow_mut();
+        match copy.receive(data) {
+            Err(_) => {
+                let s = copy.stored();
+                assert!(s.generation == host.generation && s.cpus() == host.cpus() && s.blocks() == host.blocks() && s.nodes() == host.nodes());
+            }
+            Ok(_) => {
+                assert!(consistent(copy.stored()));
+                // Back in sync with the fixture for the next input.
+                copy.receive(snapshot).unwrap();
+            }
         }
-        Ok(_) => assert!(consistent(copy.stored())),
-    }
+    });
 });

@@ -27,6 +27,7 @@
 
 pub mod admission;
 pub mod delta;
+pub mod device;
 pub mod diff;
 pub mod error;
 pub mod guest;

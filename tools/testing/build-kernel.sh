@@ -114,7 +114,6 @@ fi
 log "building $out ($key)"
 start=$(date +%s)
 kmake -j"$(nproc)" -s bzImage modules
-kmake -s scripts_gdb >/dev/null 2>&1 || true
 log "kernel built in $(($(date +%s) - start)) s"
 echo "$key" >"$out/.hwconvey-stamp"
 echo "$out"

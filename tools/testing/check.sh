@@ -45,7 +45,7 @@ log "modules"
 
 log "KUnit suites in the VM"
 set +e
-"$here/vm-run" --keep "$logs/vm" tools/testing/vm/kunit.sh
+"$here/vm-run" --cpus 4 --numa 2 --keep "$logs/vm" tools/testing/vm/kunit.sh
 vm_rc=$?
 set -e
 python3 "$here/ktap.py" "$logs/vm" "${SUITES[@]}" | tee "$logs/kunit" || true
