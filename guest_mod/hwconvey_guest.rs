@@ -6,13 +6,14 @@
 //! it, samples the guest's own load and asks the host for resources when the
 //! projected demand exceeds what the guest holds.
 
-use kernel::prelude::*;
+use kernel::{driver, prelude::*, virtio};
 
 #[path = "../proto/src/kernel.rs"]
 pub mod proto;
 
-use proto::in_kernel::{new_guest_copy, KGuestCopy};
-use proto::projection::{Params, Projector};
+mod virtio_driver;
+
+use proto::projection::Params;
 
 module! {
     type: HwconveyGuest,
@@ -22,23 +23,22 @@ module! {
     license: "GPL",
 }
 
+#[pin_data]
 struct HwconveyGuest {
-    _copy: KGuestCopy,
-    _projector: Projector,
+    #[pin]
+    driver: driver::Registration<virtio::Adapter<virtio_driver::GuestDriver>>,
 }
 
-impl kernel::Module for HwconveyGuest {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+impl kernel::InPlaceModule for HwconveyGuest {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         let params = Params::default();
-        params.validate()?;
         pr_info!(
-            "ready: projection horizon {} samples, target {}%, no host yet\n",
+            "ready: projection horizon {} samples, target {}%, waiting for a hwconvey device\n",
             params.horizon,
             params.target / 10
         );
-        Ok(Self {
-            _copy: new_guest_copy()?,
-            _projector: Projector::new(params),
+        try_pin_init!(Self {
+            driver <- driver::Registration::new(c"hwconvey", module),
         })
     }
 }

@@ -6,12 +6,21 @@
 //! and which parts are allocated to each guest, and tells each guest about
 //! it over the hwconvey device.
 
-use kernel::prelude::*;
+use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    sync::{aref::ARef, Arc, Mutex},
+    vdpa,
+};
 
 #[path = "../proto/src/kernel.rs"]
 pub mod proto;
 
+mod device;
 mod scan;
+
+use device::HwcDevice;
 
 module! {
     type: HwconveyHost,
@@ -21,12 +30,61 @@ module! {
     license: "GPL",
 }
 
-struct HwconveyHost {
-    _inventory: proto::in_kernel::KInventory,
+/// State shared by the module and every device.
+#[pin_data]
+pub(crate) struct Host {
+    /// The whole host, and what each guest holds.
+    #[pin]
+    pub(crate) inventory: Mutex<proto::in_kernel::KInventory>,
+    /// The devices, i.e. the guests, that updates go to.
+    #[pin]
+    devices: Mutex<KVec<ARef<vdpa::Device<HwcDevice>>>>,
+    next_guest: AtomicU32,
 }
 
-impl kernel::Module for HwconveyHost {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+impl Host {
+    /// Guest ids start at 1: owner 0 means free.
+    pub(crate) fn next_guest_id(&self) -> u32 {
+        self.next_guest.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn device_added(&self, dev: &vdpa::Device<HwcDevice>) {
+        if self
+            .devices
+            .lock()
+            .push(ARef::from(dev), GFP_KERNEL)
+            .is_err()
+        {
+            pr_warn!(
+                "{}: out of memory: the device gets no host updates\n",
+                dev.name()
+            );
+        }
+    }
+
+    pub(crate) fn device_removed(&self, dev: &vdpa::Device<HwcDevice>) {
+        self.devices
+            .lock()
+            .retain(|d| !core::ptr::eq::<vdpa::Device<HwcDevice>>(&**d, dev));
+    }
+}
+
+#[pin_data]
+struct HwconveyHost {
+    #[pin]
+    mgmt: vdpa::MgmtRegistration<HwcDevice>,
+}
+
+impl kernel::InPlaceModule for HwconveyHost {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            mgmt <- vdpa::MgmtRegistration::new(c"hwconvey", Self::host()?),
+        })
+    }
+}
+
+impl HwconveyHost {
+    fn host() -> Result<Arc<Host>> {
         let inventory = scan::scan()?;
         let d = inventory.dims();
         let online_cpus = inventory.cpus().iter().filter(|c| c.online()).count();
@@ -41,9 +99,14 @@ impl kernel::Module for HwconveyHost {
             online_blocks,
             d.nodes
         );
-        Ok(Self {
-            _inventory: inventory,
-        })
+        Arc::pin_init(
+            try_pin_init!(Host {
+                inventory <- new_mutex!(inventory),
+                devices <- new_mutex!(KVec::new()),
+                next_guest: AtomicU32::new(1),
+            }),
+            GFP_KERNEL,
+        )
     }
 }
 

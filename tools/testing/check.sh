@@ -6,7 +6,8 @@
 #   2. native tests of the protocol core and tools (cargo test), clippy,
 #      and a bounded fuzz run;
 #   3. both modules, built against the test kernel;
-#   4. in a VM: load both modules, read back every KUnit suite.
+#   4. in a VM: load both modules, read back every KUnit suite, then run
+#      the scenario tests (tools/testing/scenarios).
 # Ends with "check: N passed, N failed".
 set -euo pipefail
 
@@ -43,13 +44,21 @@ log "bounded fuzz run"
 log "modules"
 "$here/modules.sh"
 
-log "KUnit suites in the VM"
+log "KUnit suites and scenarios in the VM"
 set +e
-"$here/vm-run" --cpus 4 --numa 2 --keep "$logs/vm" tools/testing/vm/kunit.sh
+"$here/vm-run" --cpus 4 --numa 2 --keep "$logs/vm" tools/testing/vm/check.sh
 vm_rc=$?
 set -e
 python3 "$here/ktap.py" "$logs/vm" "${SUITES[@]}" | tee "$logs/kunit" || true
 tally "$logs/kunit"
+if [ -s "$logs/vm/scenarios" ]; then
+	grep -E '^(ok|not ok) ' "$logs/vm/scenarios" | sed 's/^/  /'
+	grep -E '^scenarios: ' "$logs/vm/scenarios" | tee "$logs/scenarios-summary"
+	tally "$logs/scenarios-summary"
+else
+	log "no scenario results"
+	failed=$((failed + 1))
+fi
 [ $vm_rc = 0 ] || { log "the VM run failed (exit $vm_rc)"; failed=$((failed + 1)); }
 
 echo "check: $passed passed, $failed failed"

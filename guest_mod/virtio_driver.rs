@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The virtio driver for the hwconvey device.
+//!
+//! The device is untrusted (a confidential guest must not trust its host): the configuration
+//! space is validated, every received message goes through the protocol crate's decoder and is
+//! applied only if it is complete and consistent, and a bad one is counted and changes nothing.
+
+use crate::proto::{
+    device::{
+        CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, EVENTQ, F_ACK, F_DELTA, F_REQUEST, REQUESTQ,
+        VIRTIO_ID_HWCONVEY,
+    },
+    guest::Update,
+    in_kernel::{new_guest_copy, KGuestCopy},
+    message::{encode_ack, encode_request, Request, HEADER_SIZE, MAX_MSG_SIZE},
+};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kernel::{
+    device::{Bound, Core},
+    new_mutex,
+    prelude::*,
+    sync::{Arc, ArcBorrow, Mutex},
+    virtio::{
+        self,
+        virtqueue::{self, Virtqueues},
+    },
+};
+
+/// Buffers kept posted on the event queue.
+const EVENT_BUFFERS: usize = 16;
+
+type Buffer = [u8; MAX_MSG_SIZE];
+
+/// Counters of one device.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) received: AtomicU64,
+    pub(crate) snapshots: AtomicU64,
+    pub(crate) deltas: AtomicU64,
+    pub(crate) responses: AtomicU64,
+    pub(crate) bad: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) generation: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the driver keeps per device, shared with the virtqueue handler.
+#[pin_data]
+pub(crate) struct Guest {
+    #[pin]
+    copy: Mutex<KGuestCopy>,
+    pub(crate) stats: Stats,
+    acks: bool,
+    requests: AtomicBool,
+}
+
+impl Guest {
+    fn receive(&self, msg: &[u8], ack: &mut Option<u64>) {
+        bump(&self.stats.received);
+        let mut copy = self.copy.lock();
+        match copy.receive(msg) {
+            Ok(Update::Partial) => {}
+            Ok(Update::Applied {
+                generation,
+                diff,
+                snapshot,
+            }) => {
+                let mine = copy.stored().allocation(copy.me());
+                let host_cpus = copy.stored().cpus().iter().filter(|c| c.online()).count();
+                drop(copy);
+                bump(if snapshot {
+                    &self.stats.snapshots
+                } else {
+                    &self.stats.deltas
+                });
+                self.stats.generation.store(generation, Ordering::Relaxed);
+                pr_info!(
+                    "generation {}: {} applied: host has {} online CPUs, this guest holds {} CPUs and {} MiB; \
+                     {} CPUs gained, {} lost\n",
+                    generation,
+                    if snapshot { "snapshot" } else { "delta" },
+                    host_cpus,
+                    mine.cpus,
+                    mine.mem_mib,
+                    diff.my_cpus_gained,
+                    diff.my_cpus_lost
+                );
+                if self.acks {
+                    *ack = Some(generation);
+                }
+            }
+            Ok(Update::Response(r)) => {
+                drop(copy);
+                bump(&self.stats.responses);
+                pr_info!(
+                    "response to request {}: {} ({}), {} {}\n",
+                    r.id,
+                    r.status.name(),
+                    r.reason.name(),
+                    r.amount,
+                    r.kind.name()
+                );
+            }
+            Err(e) => {
+                drop(copy);
+                bump(&self.stats.bad);
+                pr_warn!("rejected a message from the device: {:?}\n", e);
+            }
+        }
+    }
+}
+
+impl virtqueue::Handler for Guest {
+    type Buffer = Buffer;
+
+    fn process(vqs: ArcBorrow<'_, Virtqueues<Self>>, _notified: u32) {
+        let guest = vqs.handler();
+        let mut ack = None;
+        let mut q = vqs.lock();
+        let events = usize::from(EVENTQ);
+        while let Ok(Some(used)) = q.get_buf(events) {
+            match used.written() {
+                Ok(bytes) => guest.receive(bytes, &mut ack),
+                Err(_) => bump(&guest.stats.bad),
+            }
+            if q.add_inbuf(events, used.into_buffer()).is_err() {
+                bump(&guest.stats.bad);
+            }
+        }
+        let _ = q.kick(events);
+        // Sent requests and acks come back once the device has read them.
+        while let Ok(Some(_)) = q.get_buf(usize::from(REQUESTQ)) {}
+        drop(q);
+        if let Some(generation) = ack {
+            let _ = send(&vqs, |buf| Ok(encode_ack(generation, buf)?));
+        }
+    }
+}
+
+/// Sends one message on the request queue.
+fn send(vqs: &Virtqueues<Guest>, encode: impl FnOnce(&mut [u8]) -> Result<usize>) -> Result {
+    let mut buf = KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?;
+    let len = encode(&mut buf[..])?;
+    let mut q = vqs.lock();
+    let requests = usize::from(REQUESTQ);
+    q.add_outbuf(requests, buf, len)?;
+    q.kick(requests)?;
+    bump(&vqs.handler().stats.sent);
+    Ok(())
+}
+
+/// Sends a resource request to the host.
+pub(crate) fn send_request(vqs: &Virtqueues<Guest>, req: &Request) -> Result {
+    if !vqs.handler().requests.load(Ordering::Relaxed) {
+        return Err(EOPNOTSUPP);
+    }
+    send(vqs, |buf| Ok(encode_request(req, buf)?))
+}
+
+/// The driver's data for a bound device.
+#[pin_data]
+pub(crate) struct GuestDevice {
+    pub(crate) vqs: Arc<Virtqueues<Guest>>,
+}
+
+pub(crate) struct GuestDriver;
+
+kernel::virtio_device_table!(
+    VIRTIO_TABLE,
+    @none,
+    [virtio::DeviceId::new(VIRTIO_ID_HWCONVEY)]
+);
+
+impl GuestDriver {
+    fn setup(dev: &virtio::Device<Bound>) -> Result<Arc<Virtqueues<Guest>>> {
+        let (max_msg, guest_id) = dev.read_config(|r| {
+            (
+                r.read_u32(CONFIG_MAX_MSG_SIZE as u32),
+                r.read_u32(CONFIG_GUEST_ID as u32),
+            )
+        });
+        // Messages from this device must fit the buffers this driver posts.
+        let max_msg = usize::try_from(max_msg)?;
+        if !(HEADER_SIZE..=MAX_MSG_SIZE).contains(&max_msg) {
+            dev_err!(
+                dev.as_ref(),
+                "bad max_msg_size {} in config space\n",
+                max_msg
+            );
+            return Err(EINVAL);
+        }
+        let vqs = Virtqueues::new(
+            dev,
+            &[c"events", c"requests"],
+            try_pin_init!(Guest {
+                copy <- new_mutex!(new_guest_copy()?),
+                stats: Stats::default(),
+                acks: dev.has_feature(F_ACK),
+                requests: AtomicBool::new(dev.has_feature(F_REQUEST)),
+            }),
+        )?;
+        {
+            let mut q = vqs.lock();
+            for _ in 0..EVENT_BUFFERS {
+                q.add_inbuf(
+                    usize::from(EVENTQ),
+                    KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?,
+                )?;
+            }
+            q.kick(usize::from(EVENTQ))?;
+        }
+        dev_info!(
+            dev.as_ref(),
+            "hwconvey device: guest id {}, deltas {}, requests {}, acks {}\n",
+            guest_id,
+            dev.has_feature(F_DELTA),
+            dev.has_feature(F_REQUEST),
+            dev.has_feature(F_ACK)
+        );
+        dev.ready();
+        Ok(vqs)
+    }
+}
+
+impl virtio::Driver for GuestDriver {
+    type Data<'bound> = GuestDevice;
+
+    const ID_TABLE: virtio::IdTable = &VIRTIO_TABLE;
+    const FEATURES: &'static [u32] = &[F_DELTA, F_REQUEST, F_ACK];
+
+    fn probe<'bound>(
+        dev: &'bound virtio::Device<Core<'_>>,
+    ) -> impl PinInit<GuestDevice, Error> + 'bound {
+        try_pin_init!(GuestDevice {
+            vqs: Self::setup(dev)?,
+        })
+    }
+
+    fn unbind<'bound>(dev: &'bound virtio::Device<Core<'_>>, this: Pin<&GuestDevice>) {
+        let s = &this.vqs.handler().stats;
+        dev_info!(
+            dev.as_ref(),
+            "unbound: {} messages received ({} snapshots, {} deltas, {} responses), {} bad, {} sent\n",
+            s.received.load(Ordering::Relaxed),
+            s.snapshots.load(Ordering::Relaxed),
+            s.deltas.load(Ordering::Relaxed),
+            s.responses.load(Ordering::Relaxed),
+            s.bad.load(Ordering::Relaxed),
+            s.sent.load(Ordering::Relaxed),
+        );
+    }
+}

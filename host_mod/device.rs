@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The hwconvey device as a software vDPA device: one per guest.
+//!
+//! Host to guest, the device queues messages in a bounded outbox and copies them into the
+//! buffers the driver places in the event queue. Guest to host, it reads each chain of the
+//! request queue into a bounded buffer and decodes it. Nothing in the rings is trusted: a chain
+//! that is too long, too short or malformed is counted and dropped, and changes nothing.
+
+use crate::proto::{
+    device::{
+        CONFIG_GENERATION, CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, CONFIG_SIZE, EVENTQ, FEATURES,
+        NUM_QUEUES, REQUESTQ, VIRTIO_ID_HWCONVEY,
+    },
+    message::{
+        decode_guest_msg, encode_response, GuestMsg, Reason, RequestKind, Response,
+        SnapshotEncoder, Status, MAX_MSG_SIZE,
+    },
+};
+use crate::Host;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    sync::{Arc, Mutex},
+    vdpa::{self, Queues},
+};
+
+/// Messages waiting for event-queue buffers, per device. A guest that does not post buffers
+/// cannot make the host hold more than this; past it, the outbox is dropped and the guest gets a
+/// fresh snapshot once it posts buffers again.
+const OUTBOX_MAX: usize = 64;
+
+/// Counters of one device, readable without locks.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) acks: AtomicU64,
+    pub(crate) bad: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) last_ack: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Outbox {
+    msgs: KVec<KVec<u8>>,
+    /// The guest must get a full snapshot before anything else.
+    resync: bool,
+}
+
+/// One hwconvey device, i.e. one guest.
+#[pin_data]
+pub(crate) struct HwcDevice {
+    host: Arc<Host>,
+    pub(crate) guest_id: u32,
+    #[pin]
+    outbox: Mutex<Outbox>,
+    /// Scratch space for one request; `process` calls never overlap.
+    #[pin]
+    scratch: Mutex<KBox<[u8; MAX_MSG_SIZE]>>,
+    pub(crate) stats: Stats,
+    pub(crate) running: AtomicBool,
+}
+
+impl HwcDevice {
+    /// Queues a message for the guest and schedules delivery.
+    fn push(&self, msg: &[u8]) -> Result {
+        let mut out = self.outbox.lock();
+        if out.msgs.len() >= OUTBOX_MAX {
+            bump(&self.stats.dropped);
+            out.msgs.clear();
+            out.resync = true;
+            return Ok(());
+        }
+        let mut v = KVec::with_capacity(msg.len(), GFP_KERNEL)?;
+        v.extend_from_slice(msg, GFP_KERNEL)?;
+        out.msgs.push(v, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Replaces whatever is pending with a full snapshot of the host.
+    fn queue_snapshot(&self) -> Result {
+        let inv = self.host.inventory.lock();
+        let mut parts = KVec::new();
+        let mut enc = SnapshotEncoder::new(self.guest_id);
+        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
+        while let Some(len) = enc.next_part(&inv, &mut buf)? {
+            let mut v = KVec::with_capacity(len, GFP_KERNEL)?;
+            v.extend_from_slice(buf.get(..len).ok_or(EINVAL)?, GFP_KERNEL)?;
+            parts.push(v, GFP_KERNEL)?;
+        }
+        drop(inv);
+        let mut out = self.outbox.lock();
+        out.msgs = parts;
+        out.resync = false;
+        Ok(())
+    }
+
+    fn handle(&self, msg: &[u8]) {
+        match decode_guest_msg(msg) {
+            Ok(GuestMsg::Ack(generation)) => {
+                bump(&self.stats.acks);
+                self.stats.last_ack.store(generation, Ordering::Relaxed);
+            }
+            Ok(GuestMsg::Request(req)) => {
+                bump(&self.stats.requests);
+                pr_info!(
+                    "guest {}: request {} for {} {} (node {})\n",
+                    self.guest_id,
+                    req.id,
+                    req.amount,
+                    req.kind.name(),
+                    req.node
+                );
+                if req.kind == RequestKind::Snapshot {
+                    self.outbox.lock().resync = true;
+                    return;
+                }
+                // Allocation is not enforced yet: every resource request is answered, and
+                // denied, so the guest never waits on an answer.
+                let resp = Response {
+                    id: req.id,
+                    kind: req.kind,
+                    status: Status::Denied,
+                    reason: Reason::NoFree,
+                    amount: 0,
+                    generation: self.host.inventory.lock().generation,
+                };
+                let mut buf = [0u8; 64];
+                if let Ok(len) = encode_response(&resp, &mut buf) {
+                    let _ = self.push(buf.get(..len).unwrap_or(&[]));
+                }
+            }
+            Err(_) => bump(&self.stats.bad),
+        }
+    }
+
+    fn drain_requests(&self, queues: &mut Queues<'_>) {
+        let mut scratch = self.scratch.lock();
+        let _ = queues.with(usize::from(REQUESTQ), |q| loop {
+            let mut chain = match q.pop() {
+                Ok(Some(chain)) => chain,
+                Ok(None) => break,
+                Err(_) => {
+                    bump(&self.stats.bad);
+                    break;
+                }
+            };
+            bump(&self.stats.received);
+            let n = chain.readable();
+            if n > MAX_MSG_SIZE {
+                bump(&self.stats.bad);
+                continue;
+            }
+            let Some(buf) = scratch.get_mut(..n) else {
+                continue;
+            };
+            match chain.read(buf) {
+                Ok(got) if got == n => {
+                    drop(chain);
+                    self.handle(scratch.get(..n).unwrap_or(&[]));
+                }
+                _ => bump(&self.stats.bad),
+            }
+        });
+    }
+
+    fn fill_events(&self, queues: &mut Queues<'_>) {
+        if self.outbox.lock().resync && self.queue_snapshot().is_err() {
+            return;
+        }
+        let mut out = self.outbox.lock();
+        let _ = queues.with(usize::from(EVENTQ), |q| {
+            while !out.msgs.is_empty() {
+                let len = out.msgs.first().map_or(0, |m| m.len());
+                let mut chain = match q.pop() {
+                    Ok(Some(chain)) => chain,
+                    _ => break,
+                };
+                if chain.writable() < len {
+                    // The driver posts buffers of the negotiated maximum size; a smaller one is
+                    // a driver bug. Give it back empty rather than cut a message.
+                    bump(&self.stats.bad);
+                    continue;
+                }
+                let msg = out.msgs.remove(0);
+                match msg.map(|m| chain.write(&m).map(|n| (n, m.len()))) {
+                    Ok(Ok((n, want))) if n == want => {
+                        let _ = chain.complete(n as u32);
+                        bump(&self.stats.sent);
+                    }
+                    _ => bump(&self.stats.bad),
+                }
+            }
+        });
+    }
+}
+
+impl vdpa::SoftDevice for HwcDevice {
+    type Context = Arc<Host>;
+
+    const DEVICE_ID: u32 = VIRTIO_ID_HWCONVEY;
+    const NUM_QUEUES: u16 = NUM_QUEUES;
+    const CONFIG_SIZE: usize = CONFIG_SIZE;
+    const FEATURES: u64 = FEATURES;
+
+    fn new(host: &Arc<Host>, _name: &CStr) -> impl PinInit<Self, Error> {
+        let guest_id = host.next_guest_id();
+        try_pin_init!(Self {
+            host: host.clone(),
+            guest_id,
+            outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true }),
+            scratch <- new_mutex!(KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?),
+            stats: Stats::default(),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    fn added(dev: &vdpa::Device<Self>) {
+        let d = dev.data();
+        pr_info!("{}: device for guest {} added\n", dev.name(), d.guest_id);
+        d.host.device_added(dev);
+    }
+
+    fn removed(dev: &vdpa::Device<Self>) {
+        let d = dev.data();
+        let s = &d.stats;
+        pr_info!(
+            "{}: device for guest {} removed: {} sent, {} received ({} requests, {} acks), {} bad, {} dropped\n",
+            dev.name(),
+            d.guest_id,
+            s.sent.load(Ordering::Relaxed),
+            s.received.load(Ordering::Relaxed),
+            s.requests.load(Ordering::Relaxed),
+            s.acks.load(Ordering::Relaxed),
+            s.bad.load(Ordering::Relaxed),
+            s.dropped.load(Ordering::Relaxed),
+        );
+        d.host.device_removed(dev);
+    }
+
+    fn read_config(dev: &vdpa::Device<Self>, offset: usize, buf: &mut [u8]) {
+        let d = dev.data();
+        let mut cfg = [0u8; CONFIG_SIZE];
+        let gen = d.host.inventory.lock().generation;
+        let fields: [(usize, &[u8]); 3] = [
+            (CONFIG_MAX_MSG_SIZE, &(MAX_MSG_SIZE as u32).to_le_bytes()),
+            (CONFIG_GUEST_ID, &d.guest_id.to_le_bytes()),
+            (CONFIG_GENERATION, &gen.to_le_bytes()),
+        ];
+        for (at, bytes) in fields {
+            if let Some(dst) = cfg.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        if let Some(src) = cfg.get(offset..offset + buf.len()) {
+            buf.copy_from_slice(src);
+        }
+    }
+
+    fn process(dev: &vdpa::Device<Self>, queues: &mut Queues<'_>, _kicked: u32) {
+        let d = dev.data();
+        d.drain_requests(queues);
+        d.fill_events(queues);
+    }
+
+    fn status_changed(dev: &vdpa::Device<Self>, running: bool) {
+        let d = dev.data();
+        d.running.store(running, Ordering::Release);
+        // A driver that (re)starts the device knows nothing: it gets a full snapshot first.
+        let mut out = d.outbox.lock();
+        out.msgs.clear();
+        out.resync = true;
+    }
+
+    fn owner_changed(dev: &vdpa::Device<Self>, owner: Option<kernel::task::Pid>) {
+        match owner {
+            Some(pid) => pr_info!(
+                "{}: bound to the address space of process {}\n",
+                dev.name(),
+                pid
+            ),
+            None => pr_info!("{}: address space unbound\n", dev.name()),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Unloading either module with a live device is clean, and so is loading it
+# again: the guest module leaves (the device stays, unbound) and comes back
+# (it probes again); the host module leaves, which deletes its devices
+# under the guest driver, and comes back.
+. "$(dirname "$0")/lib.sh"
+
+for round in 1 2 3; do
+	load_host
+	load_guest
+	mark
+	vdpa dev add name hwc0 mgmtdev hwconvey || fail "round $round: vdpa dev add"
+	bind hwc0 virtio_vdpa
+	wait_log 'hwconvey_guest: generation [0-9]+: snapshot applied'
+	mark
+	rmmod hwconvey_guest || fail "round $round: rmmod hwconvey_guest with a bound device"
+	wait_log 'unbound: [1-9][0-9]* messages received'
+	[ -e /sys/bus/vdpa/devices/hwc0 ] || fail "round $round: the device went away with the driver"
+	mark
+	load_guest
+	bind hwc0 virtio_vdpa
+	wait_log 'hwconvey_guest: generation [0-9]+: snapshot applied'
+	mark
+	rmmod hwconvey_host || fail "round $round: rmmod hwconvey_host with a live device"
+	wait_log 'hwc0: device for guest [0-9]+ removed'
+	wait_log 'unbound: '
+	[ ! -e /sys/bus/vdpa/devices/hwc0 ] || fail "round $round: hwc0 survived its management device"
+	unload_all
+done
+note "3 rounds of unload/reload with live devices"

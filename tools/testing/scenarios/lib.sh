@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Helpers for the scenario tests, sourced by each scenario inside the test
+# VM. A scenario is a script whose exit status is its verdict; "fail" says
+# why before it exits.
+
+HOST_KO=$HWC_ROOT/host_mod/hwconvey_host.ko
+GUEST_KO=$HWC_ROOT/guest_mod/hwconvey_guest.ko
+
+fail() { echo "FAIL: $*"; exit 1; }
+note() { echo "  $*"; }
+
+# mark: remembers where the kernel log is, so that later checks only look at
+# what happened since.
+mark() { _mark=$(dmesg | wc -l); }
+since() { dmesg | tail -n +"$((_mark + 1))"; }
+
+# wait_log PATTERN [SECONDS]: waits until a kernel log line since the last
+# mark matches the extended regex PATTERN.
+wait_log() {
+	local i
+	for ((i = 0; i < ${2:-10} * 10; i++)); do
+		since | grep -qE "$1" && return 0
+		sleep 0.1
+	done
+	fail "no kernel log line matching '$1' within ${2:-10} s"
+}
+
+loaded() { grep -q "^$1 " /proc/modules; }
+load() { loaded "$1" || insmod "$HWC_ROOT/$2" || fail "insmod $2"; }
+load_host() { load hwconvey_host host_mod/hwconvey_host.ko; }
+load_guest() { load hwconvey_guest guest_mod/hwconvey_guest.ko; }
+unload_all() {
+	! loaded hwconvey_guest || rmmod hwconvey_guest || fail "rmmod hwconvey_guest"
+	! loaded hwconvey_host || rmmod hwconvey_host || fail "rmmod hwconvey_host"
+}
+
+# bound_driver DEV: the vDPA bus driver DEV is bound to, or nothing.
+bound_driver() {
+	local l
+	l=$(readlink "/sys/bus/vdpa/devices/$1/driver" 2>/dev/null) || return 0
+	basename "$l"
+}
+
+# bind DEV DRIVER: moves vDPA device DEV to DRIVER (virtio_vdpa or
+# vhost_vdpa).
+bind() {
+	local cur
+	cur=$(bound_driver "$1")
+	[ "$cur" = "$2" ] && return 0
+	[ -z "$cur" ] || echo "$1" >"/sys/bus/vdpa/drivers/$cur/unbind" || fail "unbind $1 from $cur"
+	echo "$2" >"/sys/bus/vdpa/devices/$1/driver_override"
+	echo "$1" >"/sys/bus/vdpa/drivers/$2/bind" || fail "bind $1 to $2"
+	[ "$(bound_driver "$1")" = "$2" ] || fail "$1 is bound to '$(bound_driver "$1")', not $2"
+}

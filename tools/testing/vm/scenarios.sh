@@ -1,0 +1,34 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Runs inside the test VM (through vm-run): every scenario in
+# tools/testing/scenarios, in order, each in its own shell. Prints a TAP
+# line per scenario with its output as comments, and a closing
+# "scenarios: N passed, N failed" line.
+set -u
+cd "$HWC_ROOT"
+export HWC_ROOT
+passed=0
+failed=0
+n=0
+for s in tools/testing/scenarios/[0-9]*.sh; do
+	n=$((n + 1))
+	name=$(basename "$s" .sh)
+	out=$(timeout 300 bash "$s" 2>&1)
+	rc=$?
+	# Whatever a scenario left behind must not leak into the next one.
+	for d in $(ls /sys/bus/vdpa/devices 2>/dev/null); do vdpa dev del "$d" 2>/dev/null; done
+	for m in hwconvey_guest hwconvey_host; do
+		grep -q "^$m " /proc/modules && rmmod "$m"
+	done
+	if [ $rc = 0 ]; then
+		echo "ok $n $name"
+		passed=$((passed + 1))
+	else
+		echo "not ok $n $name"
+		failed=$((failed + 1))
+	fi
+	printf '%s\n' "$out" | sed 's/^/    # /'
+done
+echo "scenarios: $passed passed, $failed failed"
+[ $failed = 0 ]
