@@ -11,6 +11,7 @@ use kernel::{driver, prelude::*, virtio};
 #[path = "../proto/src/kernel.rs"]
 pub mod proto;
 
+mod sysfs;
 mod virtio_driver;
 
 use proto::projection::Params;
@@ -25,6 +26,8 @@ module! {
 
 #[pin_data]
 struct HwconveyGuest {
+    // Dropped first: the files go before the driver (and its devices) do.
+    sysfs: sysfs::GuestSysfs,
     #[pin]
     driver: driver::Registration<virtio::Adapter<virtio_driver::GuestDriver>>,
 }
@@ -38,6 +41,7 @@ impl kernel::InPlaceModule for HwconveyGuest {
             params.target / 10
         );
         try_pin_init!(Self {
+            sysfs: sysfs::GuestSysfs::new()?,
             driver <- driver::Registration::new(c"hwconvey", module),
         })
     }

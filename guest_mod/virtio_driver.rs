@@ -13,9 +13,10 @@ use crate::proto::{
     },
     guest::Update,
     in_kernel::{new_guest_copy, KGuestCopy},
-    message::{encode_ack, encode_request, Request, HEADER_SIZE, MAX_MSG_SIZE},
+    message::{encode_ack, encode_request, Request, Response, HEADER_SIZE, MAX_MSG_SIZE},
 };
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sysfs;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     device::{Bound, Core},
     new_mutex,
@@ -56,9 +57,31 @@ pub(crate) struct Guest {
     pub(crate) stats: Stats,
     acks: bool,
     requests: AtomicBool,
+    held_cpus: AtomicU32,
+    held_mib: AtomicU64,
+    #[pin]
+    last_response: Mutex<Option<Response>>,
 }
 
 impl Guest {
+    /// The generation of the stored copy (0 before the first snapshot).
+    pub(crate) fn generation(&self) -> u64 {
+        self.stats.generation.load(Ordering::Relaxed)
+    }
+
+    /// Online CPUs and MiB this guest holds, per the stored copy.
+    pub(crate) fn allocation(&self) -> (u32, u64) {
+        (
+            self.held_cpus.load(Ordering::Relaxed),
+            self.held_mib.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The host's last answer to a request.
+    pub(crate) fn last_response(&self) -> Option<Response> {
+        *self.last_response.lock()
+    }
+
     fn receive(&self, msg: &[u8], ack: &mut Option<u64>) {
         bump(&self.stats.received);
         let mut copy = self.copy.lock();
@@ -72,6 +95,8 @@ impl Guest {
                 let mine = copy.stored().allocation(copy.me());
                 let host_cpus = copy.stored().cpus().iter().filter(|c| c.online()).count();
                 drop(copy);
+                self.held_cpus.store(mine.cpus, Ordering::Relaxed);
+                self.held_mib.store(mine.mem_mib, Ordering::Relaxed);
                 bump(if snapshot {
                     &self.stats.snapshots
                 } else {
@@ -95,20 +120,29 @@ impl Guest {
             }
             Ok(Update::Response(r)) => {
                 drop(copy);
-                bump(&self.stats.responses);
-                pr_info!(
-                    "response to request {}: {} ({}), {} {}\n",
-                    r.id,
-                    r.status.name(),
-                    r.reason.name(),
-                    r.amount,
-                    r.kind.name()
-                );
+                let n = self.stats.responses.fetch_add(1, Ordering::Relaxed) + 1;
+                *self.last_response.lock() = Some(r);
+                if n <= 8 || n.is_power_of_two() {
+                    pr_info!(
+                        "response to request {}: {} ({}), {} {}\n",
+                        r.id,
+                        r.status.name(),
+                        r.reason.name(),
+                        r.amount,
+                        r.kind.name()
+                    );
+                }
             }
             Err(e) => {
                 drop(copy);
-                bump(&self.stats.bad);
-                pr_warn!("rejected a message from the device: {:?}\n", e);
+                let n = self.stats.bad.fetch_add(1, Ordering::Relaxed) + 1;
+                if n <= 8 || n.is_power_of_two() {
+                    pr_warn!(
+                        "rejected a message from the device ({} so far): {:?}\n",
+                        n,
+                        e
+                    );
+                }
             }
         }
     }
@@ -201,6 +235,9 @@ impl GuestDriver {
                 stats: Stats::default(),
                 acks: dev.has_feature(F_ACK),
                 requests: AtomicBool::new(dev.has_feature(F_REQUEST)),
+                held_cpus: AtomicU32::new(0),
+                held_mib: AtomicU64::new(0),
+                last_response <- new_mutex!(None),
             }),
         )?;
         {
@@ -222,6 +259,7 @@ impl GuestDriver {
             dev.has_feature(F_ACK)
         );
         dev.ready();
+        sysfs::attach(&vqs);
         Ok(vqs)
     }
 }
@@ -241,6 +279,7 @@ impl virtio::Driver for GuestDriver {
     }
 
     fn unbind<'bound>(dev: &'bound virtio::Device<Core<'_>>, this: Pin<&GuestDevice>) {
+        sysfs::detach(&this.vqs);
         let s = &this.vqs.handler().stats;
         dev_info!(
             dev.as_ref(),

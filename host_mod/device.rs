@@ -23,6 +23,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{Arc, Mutex},
+    sysfs::Dir,
     vdpa::{self, Queues},
 };
 
@@ -31,9 +32,11 @@ use kernel::{
 /// fresh snapshot once it posts buffers again.
 const OUTBOX_MAX: usize = 64;
 
-/// Counters of one device, readable without locks.
+/// What one device shows in sysfs: its guest and counters, readable without locks.
 #[derive(Default)]
-pub(crate) struct Stats {
+pub(crate) struct DevInfo {
+    pub(crate) guest_id: u32,
+    pub(crate) running: AtomicBool,
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) requests: AtomicU64,
@@ -60,11 +63,12 @@ pub(crate) struct HwcDevice {
     pub(crate) guest_id: u32,
     #[pin]
     outbox: Mutex<Outbox>,
+    #[pin]
+    sysfs: Mutex<Option<Dir<DevInfo>>>,
     /// Scratch space for one request; `process` calls never overlap.
     #[pin]
     scratch: Mutex<KBox<[u8; MAX_MSG_SIZE]>>,
-    pub(crate) stats: Stats,
-    pub(crate) running: AtomicBool,
+    pub(crate) stats: Arc<DevInfo>,
 }
 
 impl HwcDevice {
@@ -108,15 +112,18 @@ impl HwcDevice {
                 self.stats.last_ack.store(generation, Ordering::Relaxed);
             }
             Ok(GuestMsg::Request(req)) => {
-                bump(&self.stats.requests);
-                pr_info!(
-                    "guest {}: request {} for {} {} (node {})\n",
-                    self.guest_id,
-                    req.id,
-                    req.amount,
-                    req.kind.name(),
-                    req.node
-                );
+                let n = self.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                // A guest may flood: log the first requests, then ever more rarely.
+                if n <= 8 || n.is_power_of_two() {
+                    pr_info!(
+                        "guest {}: request {} for {} {} (node {})\n",
+                        self.guest_id,
+                        req.id,
+                        req.amount,
+                        req.kind.name(),
+                        req.node
+                    );
+                }
                 if req.kind == RequestKind::Snapshot {
                     self.outbox.lock().resync = true;
                     return;
@@ -216,8 +223,8 @@ impl vdpa::SoftDevice for HwcDevice {
             guest_id,
             outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true }),
             scratch <- new_mutex!(KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?),
-            stats: Stats::default(),
-            running: AtomicBool::new(false),
+            sysfs <- new_mutex!(None),
+            stats: Arc::new(DevInfo { guest_id: *guest_id, ..DevInfo::default() }, GFP_KERNEL)?,
         })
     }
 
@@ -225,6 +232,12 @@ impl vdpa::SoftDevice for HwcDevice {
         let d = dev.data();
         pr_info!("{}: device for guest {} added\n", dev.name(), d.guest_id);
         d.host.device_added(dev);
+        if let Some(parent) = d.host.sysfs.lock().as_ref() {
+            match crate::sysfs::device_dir(parent, dev.name(), &d.stats) {
+                Ok(dir) => *d.sysfs.lock() = Some(dir),
+                Err(e) => pr_warn!("{}: no sysfs directory: {:?}\n", dev.name(), e),
+            }
+        }
     }
 
     fn removed(dev: &vdpa::Device<Self>) {
@@ -241,6 +254,7 @@ impl vdpa::SoftDevice for HwcDevice {
             s.bad.load(Ordering::Relaxed),
             s.dropped.load(Ordering::Relaxed),
         );
+        d.sysfs.lock().take();
         d.host.device_removed(dev);
     }
 
@@ -271,7 +285,7 @@ impl vdpa::SoftDevice for HwcDevice {
 
     fn status_changed(dev: &vdpa::Device<Self>, running: bool) {
         let d = dev.data();
-        d.running.store(running, Ordering::Release);
+        d.stats.running.store(running, Ordering::Release);
         // A driver that (re)starts the device knows nothing: it gets a full snapshot first.
         let mut out = d.outbox.lock();
         out.msgs.clear();

@@ -19,6 +19,7 @@ pub mod proto;
 
 mod device;
 mod scan;
+mod sysfs;
 
 use device::HwcDevice;
 
@@ -40,6 +41,9 @@ pub(crate) struct Host {
     #[pin]
     devices: Mutex<KVec<ARef<vdpa::Device<HwcDevice>>>>,
     next_guest: AtomicU32,
+    /// `/sys/kernel/hwconvey/host/`, taken out at module exit (it holds a reference to us).
+    #[pin]
+    pub(crate) sysfs: Mutex<Option<sysfs::HostDir>>,
 }
 
 impl Host {
@@ -62,6 +66,10 @@ impl Host {
         }
     }
 
+    pub(crate) fn device_count(&self) -> usize {
+        self.devices.lock().len()
+    }
+
     pub(crate) fn device_removed(&self, dev: &vdpa::Device<HwcDevice>) {
         self.devices
             .lock()
@@ -69,16 +77,36 @@ impl Host {
     }
 }
 
+/// Owns the host's sysfs directory; dropping it removes the directory, which breaks the
+/// reference cycle between the host and its directory.
+struct SysfsOwner(Arc<Host>);
+
+impl Drop for SysfsOwner {
+    fn drop(&mut self) {
+        self.0.sysfs.lock().take();
+    }
+}
+
 #[pin_data]
 struct HwconveyHost {
+    // Dropped first: deleting the devices removes their directories before the host's.
     #[pin]
     mgmt: vdpa::MgmtRegistration<HwcDevice>,
+    sysfs: SysfsOwner,
 }
 
 impl kernel::InPlaceModule for HwconveyHost {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let host = Self::host();
         try_pin_init!(Self {
-            mgmt <- vdpa::MgmtRegistration::new(c"hwconvey", Self::host()?),
+            sysfs: {
+                let host = host?;
+                let dir = sysfs::host_dir(&host)?;
+                *host.sysfs.lock() = Some(dir);
+                SysfsOwner(host)
+            },
+            // Initialised fields are in scope: devices get the host `sysfs` holds.
+            mgmt <- vdpa::MgmtRegistration::new(c"hwconvey", sysfs.0.clone()),
         })
     }
 }
@@ -104,6 +132,7 @@ impl HwconveyHost {
                 inventory <- new_mutex!(inventory),
                 devices <- new_mutex!(KVec::new()),
                 next_guest: AtomicU32::new(1),
+                sysfs <- new_mutex!(None),
             }),
             GFP_KERNEL,
         )

@@ -10,10 +10,15 @@ GUEST_KO=$HWC_ROOT/guest_mod/hwconvey_guest.ko
 fail() { echo "FAIL: $*"; exit 1; }
 note() { echo "  $*"; }
 
-# mark: remembers where the kernel log is, so that later checks only look at
-# what happened since.
-mark() { _mark=$(dmesg | wc -l); }
-since() { dmesg | tail -n +"$((_mark + 1))"; }
+# mark: writes a marker into the kernel log, so that later checks only look
+# at what happened since.
+_marks=0
+mark() {
+	_marks=$((_marks + 1))
+	_mark="hwconvey-scenario-mark $$.$_marks"
+	echo "$_mark" >/dev/kmsg
+}
+since() { dmesg | sed -n "/$_mark\$/,\$p"; }
 
 # wait_log PATTERN [SECONDS]: waits until a kernel log line since the last
 # mark matches the extended regex PATTERN.

@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/sys/kernel/hwconvey/guest/`: what the guest holds, its counters, and a manual request.
+//!
+//! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
+
+use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL, NODE_ANY};
+use crate::virtio_driver::{send_request, Guest};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kernel::{
+    global_lock,
+    prelude::*,
+    sync::Arc,
+    sysfs::{Attribute, Dir, Page, SharedDir},
+    virtio::virtqueue::Virtqueues,
+};
+
+global_lock! {
+    // SAFETY: Initialised in `GuestSysfs::new`, at module load, before any device can probe.
+    unsafe(uninit) static CURRENT: Mutex<Option<Arc<Virtqueues<Guest>>>> = None;
+}
+
+/// Makes `vqs` the device the files report on (the first device that probes).
+pub(crate) fn attach(vqs: &Arc<Virtqueues<Guest>>) {
+    let mut cur = CURRENT.lock();
+    if cur.is_none() {
+        *cur = Some(vqs.clone());
+    }
+}
+
+/// Forgets `vqs` if the files report on it.
+pub(crate) fn detach(vqs: &Virtqueues<Guest>) {
+    let mut cur = CURRENT.lock();
+    if cur.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
+        *cur = None;
+    }
+}
+
+fn current() -> Result<Arc<Virtqueues<Guest>>> {
+    CURRENT.lock().clone().ok_or(ENODEV)
+}
+
+/// State of the files themselves.
+pub(crate) struct Knobs {
+    next_request: AtomicU32,
+    /// `kind << 32 | amount` of the last manual request, 0 if none.
+    last_request: AtomicU64,
+}
+
+fn counter(page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
+    let n = current().map(|v| pick(v.handler())).unwrap_or(0);
+    writeln!(page, "{n}")?;
+    Ok(())
+}
+
+fn show_generation(_: &Knobs, page: &mut Page<'_>) -> Result {
+    match current() {
+        Ok(v) => writeln!(page, "{}", v.handler().generation())?,
+        Err(_) => writeln!(page, "none")?,
+    }
+    Ok(())
+}
+
+fn show_allocation(_: &Knobs, page: &mut Page<'_>) -> Result {
+    let (cpus, mib) = current()?.handler().allocation();
+    writeln!(page, "cpus {cpus} memory_mib {mib}")?;
+    Ok(())
+}
+
+fn show_received(_: &Knobs, page: &mut Page<'_>) -> Result {
+    counter(page, |g| g.stats.received.load(Ordering::Relaxed))
+}
+
+fn show_updates(_: &Knobs, page: &mut Page<'_>) -> Result {
+    counter(page, |g| {
+        g.stats.snapshots.load(Ordering::Relaxed) + g.stats.deltas.load(Ordering::Relaxed)
+    })
+}
+
+fn show_bad(_: &Knobs, page: &mut Page<'_>) -> Result {
+    counter(page, |g| g.stats.bad.load(Ordering::Relaxed))
+}
+
+fn show_sent(_: &Knobs, page: &mut Page<'_>) -> Result {
+    counter(page, |g| g.stats.sent.load(Ordering::Relaxed))
+}
+
+fn show_responses(_: &Knobs, page: &mut Page<'_>) -> Result {
+    counter(page, |g| g.stats.responses.load(Ordering::Relaxed))
+}
+
+fn show_last_response(_: &Knobs, page: &mut Page<'_>) -> Result {
+    match current()?.handler().last_response() {
+        Some(r) => writeln!(
+            page,
+            "id {} kind {} status {} reason {} amount {} generation {}",
+            r.id,
+            r.kind.name(),
+            r.status.name(),
+            r.reason.name(),
+            r.amount,
+            r.generation
+        )?,
+        None => writeln!(page, "none")?,
+    }
+    Ok(())
+}
+
+fn show_request(k: &Knobs, page: &mut Page<'_>) -> Result {
+    let last = k.last_request.load(Ordering::Relaxed);
+    let kind = match last >> 32 {
+        1 => "cpus",
+        2 => "memory",
+        3 => "snapshot",
+        _ => {
+            writeln!(page, "none")?;
+            return Ok(());
+        }
+    };
+    writeln!(page, "{kind} {}", last & u64::from(u32::MAX))?;
+    Ok(())
+}
+
+/// Parses `cpus N [node X]`, `memory MIB [node X]` or `snapshot`.
+fn parse_request(text: &str) -> Result<(RequestKind, u32, u16)> {
+    let mut words = text.split_ascii_whitespace();
+    let kind = match words.next() {
+        Some("cpus") => RequestKind::Cpus,
+        Some("memory") => RequestKind::Memory,
+        Some("snapshot") => {
+            return words
+                .next()
+                .map_or(Ok((RequestKind::Snapshot, 0, NODE_ANY)), |_| Err(EINVAL))
+        }
+        _ => return Err(EINVAL),
+    };
+    let amount: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
+    if amount == 0 {
+        return Err(EINVAL);
+    }
+    let node = match (words.next(), words.next()) {
+        (None, _) => NODE_ANY,
+        (Some("node"), Some(n)) => n
+            .parse::<u16>()
+            .ok()
+            .filter(|&n| n != NODE_ANY)
+            .ok_or(EINVAL)?,
+        _ => return Err(EINVAL),
+    };
+    if words.next().is_some() {
+        return Err(EINVAL);
+    }
+    Ok((kind, amount, node))
+}
+
+fn store_request(k: &Knobs, text: &str) -> Result {
+    let (kind, amount, node) = parse_request(text)?;
+    let vqs = current()?;
+    let (cpus, mib) = vqs.handler().allocation();
+    let held = match kind {
+        RequestKind::Memory => u32::try_from(mib).unwrap_or(u32::MAX),
+        _ => cpus,
+    };
+    let req = Request {
+        id: k.next_request.fetch_add(1, Ordering::Relaxed),
+        kind,
+        node,
+        amount,
+        motive: Motive {
+            held,
+            source: MOTIVE_MANUAL,
+            ..Motive::default()
+        },
+    };
+    send_request(&vqs, &req)?;
+    k.last_request
+        .store(((kind as u64) << 32) | u64::from(amount), Ordering::Relaxed);
+    Ok(())
+}
+
+static ATTRS: [Attribute<Knobs>; 9] = [
+    Attribute::ro(c"generation", show_generation),
+    Attribute::ro(c"allocation", show_allocation),
+    Attribute::ro(c"messages_received", show_received),
+    Attribute::ro(c"updates_applied", show_updates),
+    Attribute::ro(c"bad_messages", show_bad),
+    Attribute::ro(c"messages_sent", show_sent),
+    Attribute::ro(c"responses", show_responses),
+    Attribute::ro(c"last_response", show_last_response),
+    Attribute::rw(c"request", show_request, store_request),
+];
+
+/// The guest's sysfs directory. Dropped before the module's driver registration goes away.
+pub(crate) struct GuestSysfs {
+    _dir: Dir<Knobs>,
+    _root: SharedDir,
+}
+
+impl GuestSysfs {
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: Called once, at module load, before any device can probe.
+        unsafe { CURRENT.init() };
+        let root = SharedDir::get(c"hwconvey")?;
+        let knobs = Arc::new(
+            Knobs {
+                next_request: AtomicU32::new(1),
+                last_request: AtomicU64::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        let dir = Dir::new(&root, c"guest", knobs, &ATTRS)?;
+        Ok(Self {
+            _dir: dir,
+            _root: root,
+        })
+    }
+}

@@ -1,0 +1,50 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Both sides report in sysfs. A manual request written to the guest's
+# request file reaches the host, which answers; the answer reaches the
+# guest. Bad writes fail with EINVAL and send nothing.
+. "$(dirname "$0")/lib.sh"
+
+G=/sys/kernel/hwconvey/guest
+H=/sys/kernel/hwconvey/host
+
+load_host
+load_guest
+[ -d $G ] && [ -d $H ] || fail "missing $G or $H"
+[ "$(cat $G/generation)" = none ] || fail "guest generation before any device: $(cat $G/generation)"
+mark
+vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+bind hwc0 virtio_vdpa
+wait_log 'snapshot applied'
+[ "$(cat $H/devices)" = 1 ] || fail "host devices: $(cat $H/devices)"
+[ "$(cat $G/generation)" = "$(cat $H/generation)" ] ||
+	fail "guest generation $(cat $G/generation), host $(cat $H/generation)"
+[ "$(cat $H/hwc0/guest_id)" -ge 1 ] || fail "guest_id $(cat $H/hwc0/guest_id)"
+[ "$(cat $H/hwc0/running)" = 1 ] || fail "hwc0 not running"
+for i in $(seq 50); do [ "$(cat $H/hwc0/acks)" -ge 1 ] && break; sleep 0.1; done
+[ "$(cat $H/hwc0/acks)" -ge 1 ] || fail "the host got no ack"
+[ "$(cat $H/hwc0/last_ack)" = "$(cat $H/generation)" ] || fail "last ack $(cat $H/hwc0/last_ack)"
+note "generation $(cat $G/generation) on both sides; $(cat $H/hwc0/acks) ack(s)"
+
+sent=$(cat $G/messages_sent)
+for bad in "cpus 0" "cpus -1" "cpus 2 node" "cpus 2 node x" "memory" "bogus 1" "snapshot 3" "cpus 99999999999"; do
+	if echo "$bad" >$G/request 2>/dev/null; then fail "writing '$bad' succeeded"; fi
+done
+[ "$(cat $G/messages_sent)" = "$sent" ] || fail "bad writes sent messages"
+[ "$(cat $G/request)" = none ] || fail "bad writes changed the last request: $(cat $G/request)"
+note "8 malformed requests refused with an error, nothing sent"
+
+echo "cpus 2 node 1" >$G/request || fail "writing a request failed"
+for i in $(seq 50); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; done
+[ "$(cat $H/hwc0/requests)" = 1 ] || fail "host saw $(cat $H/hwc0/requests) requests"
+[ "$(cat $G/responses)" = 1 ] || fail "guest got $(cat $G/responses) responses"
+cat $G/last_response | grep -qE '^id 1 kind cpus status [a-z-]+ reason [a-z-]+ amount [0-9]+ generation [0-9]+$' ||
+	fail "last_response: $(cat $G/last_response)"
+[ "$(cat $G/request)" = "cpus 2" ] || fail "request file shows $(cat $G/request)"
+[ "$(cat $H/hwc0/bad_messages)" = 0 ] && [ "$(cat $G/bad_messages)" = 0 ] || fail "bad messages counted"
+note "request -> host, response -> guest: $(cat $G/last_response)"
+vdpa dev del hwc0
+[ "$(cat $G/generation)" = none ] || fail "guest still reports a device"
+unload_all
+[ ! -e /sys/kernel/hwconvey ] || fail "/sys/kernel/hwconvey left behind"
