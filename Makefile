@@ -4,7 +4,8 @@
 #
 #   make          build both modules (and, first, the toolchain and test kernel)
 #   make demo     boot the test kernel and run the demo scenario
-#   make check    native tests, then the modules' KUnit suites in a VM
+#   make check    native tests, then the modules' KUnit suites and scenarios in a VM
+#   make bench    benchmark figures: protocol core, loopback latency in a VM
 #
 # KDIR=<tree> builds against another Linux 7.3 tree with patches/ applied;
 # HWC_KCONFIG=debug uses the debug kernel (KASAN, kmemleak, lockdep).
@@ -12,7 +13,7 @@
 
 T := tools/testing
 
-.PHONY: all modules setup kernel check demo clean fmt
+.PHONY: all modules setup kernel check demo bench clean fmt
 
 all: modules
 
@@ -30,6 +31,9 @@ check:
 
 demo:
 	$(T)/demo.sh
+
+bench:
+	$(T)/bench.sh
 
 fmt:
 	rustfmt --edition 2021 host_mod/*.rs guest_mod/*.rs

@@ -5,7 +5,7 @@
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
 use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL, NODE_ANY};
-use crate::virtio_driver::{send_request, Guest};
+use crate::virtio_driver::{bench_roundtrip, send_request, Guest, RoundTrips};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{
@@ -46,6 +46,8 @@ pub(crate) struct Knobs {
     next_request: AtomicU32,
     /// `kind << 32 | amount` of the last manual request, 0 if none.
     last_request: AtomicU64,
+    /// The last round-trip benchmark.
+    bench: kernel::sync::Arc<kernel::sync::Mutex<Option<RoundTrips>>>,
 }
 
 fn counter(page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
@@ -179,7 +181,37 @@ fn store_request(k: &Knobs, text: &str) -> Result {
     Ok(())
 }
 
-static ATTRS: [Attribute<Knobs>; 9] = [
+fn show_last_update(_: &Knobs, page: &mut Page<'_>) -> Result {
+    let (generation, ns) = current()?.handler().last_update();
+    writeln!(page, "generation {generation} ns {ns}")?;
+    Ok(())
+}
+
+fn show_bench(k: &Knobs, page: &mut Page<'_>) -> Result {
+    match k.bench.lock().as_ref() {
+        Some(r) => writeln!(
+            page,
+            "n {} p50_ns {} p99_ns {} max_ns {}",
+            r.n, r.p50, r.p99, r.max
+        )?,
+        None => writeln!(page, "none")?,
+    }
+    Ok(())
+}
+
+fn store_bench(k: &Knobs, text: &str) -> Result {
+    let n: usize = text.trim().parse().map_err(|_| EINVAL)?;
+    if !(1..=1_000_000).contains(&n) {
+        return Err(EINVAL);
+    }
+    let vqs = current()?;
+    let first = k.next_request.fetch_add(n as u32, Ordering::Relaxed);
+    let result = bench_roundtrip(&vqs, n, first)?;
+    *k.bench.lock() = Some(result);
+    Ok(())
+}
+
+static ATTRS: [Attribute<Knobs>; 11] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"messages_received", show_received),
@@ -189,6 +221,8 @@ static ATTRS: [Attribute<Knobs>; 9] = [
     Attribute::ro(c"responses", show_responses),
     Attribute::ro(c"last_response", show_last_response),
     Attribute::rw(c"request", show_request, store_request),
+    Attribute::ro(c"last_update", show_last_update),
+    Attribute::rw(c"bench_roundtrip", show_bench, store_bench),
 ];
 
 /// The guest's sysfs directory. Dropped before the module's driver registration goes away.
@@ -206,6 +240,7 @@ impl GuestSysfs {
             Knobs {
                 next_request: AtomicU32::new(1),
                 last_request: AtomicU64::new(0),
+                bench: kernel::sync::Arc::pin_init(kernel::new_mutex!(None), GFP_KERNEL)?,
             },
             GFP_KERNEL,
         )?;

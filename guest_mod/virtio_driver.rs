@@ -13,15 +13,19 @@ use crate::proto::{
     },
     guest::Update,
     in_kernel::{new_guest_copy, KGuestCopy},
-    message::{encode_ack, encode_request, Request, Response, HEADER_SIZE, MAX_MSG_SIZE},
+    message::{
+        encode_ack, encode_request, Motive, Request, RequestKind, Response, HEADER_SIZE,
+        MAX_MSG_SIZE, MOTIVE_MANUAL, NODE_ANY,
+    },
 };
 use crate::sysfs;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     device::{Bound, Core},
-    new_mutex,
+    new_condvar, new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex},
+    sync::{Arc, ArcBorrow, CondVar, CondVarTimeoutResult, Mutex},
+    time::{msecs_to_jiffies, Instant, Monotonic},
     virtio::{
         self,
         virtqueue::{self, Virtqueues},
@@ -61,6 +65,11 @@ pub(crate) struct Guest {
     held_mib: AtomicU64,
     #[pin]
     last_response: Mutex<Option<Response>>,
+    /// Signalled on every response.
+    #[pin]
+    answered: CondVar,
+    /// When (monotonic ns) the stored copy moved to `generation`.
+    updated_ns: AtomicI64,
 }
 
 impl Guest {
@@ -74,6 +83,14 @@ impl Guest {
         (
             self.held_cpus.load(Ordering::Relaxed),
             self.held_mib.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The generation of the stored copy and when it was applied (monotonic ns).
+    pub(crate) fn last_update(&self) -> (u64, i64) {
+        (
+            self.stats.generation.load(Ordering::Relaxed),
+            self.updated_ns.load(Ordering::Relaxed),
         )
     }
 
@@ -102,6 +119,8 @@ impl Guest {
                 } else {
                     &self.stats.deltas
                 });
+                self.updated_ns
+                    .store(Instant::<Monotonic>::now().as_nanos(), Ordering::Relaxed);
                 self.stats.generation.store(generation, Ordering::Relaxed);
                 pr_info!(
                     "generation {}: {} applied: host has {} online CPUs, this guest holds {} CPUs and {} MiB; \
@@ -122,6 +141,7 @@ impl Guest {
                 drop(copy);
                 let n = self.stats.responses.fetch_add(1, Ordering::Relaxed) + 1;
                 *self.last_response.lock() = Some(r);
+                self.answered.notify_all();
                 if n <= 8 || n.is_power_of_two() {
                     pr_info!(
                         "response to request {}: {} ({}), {} {}\n",
@@ -195,6 +215,66 @@ pub(crate) fn send_request(vqs: &Virtqueues<Guest>, req: &Request) -> Result {
     send(vqs, |buf| Ok(encode_request(req, buf)?))
 }
 
+/// Request round trips measured by [`bench_roundtrip`], in nanoseconds.
+pub(crate) struct RoundTrips {
+    pub(crate) n: usize,
+    pub(crate) p50: i64,
+    pub(crate) p99: i64,
+    pub(crate) max: i64,
+}
+
+/// Latency benchmark, guest to host and back: sends `n` requests for one CPU, one at a time,
+/// each as soon as the previous one was answered, and measures send-to-answer times.
+pub(crate) fn bench_roundtrip(
+    vqs: &Virtqueues<Guest>,
+    n: usize,
+    first_id: u32,
+) -> Result<RoundTrips> {
+    let guest = vqs.handler();
+    let mut samples = KVec::with_capacity(n, GFP_KERNEL)?;
+    for i in 0..n {
+        let id = first_id.wrapping_add(i as u32);
+        let req = Request {
+            id,
+            kind: RequestKind::Cpus,
+            node: NODE_ANY,
+            amount: 1,
+            motive: Motive {
+                source: MOTIVE_MANUAL,
+                ..Motive::default()
+            },
+        };
+        let start = Instant::<Monotonic>::now();
+        send_request(vqs, &req)?;
+        let mut last = guest.last_response.lock();
+        while !last.is_some_and(|r| r.id == id) {
+            match guest
+                .answered
+                .wait_interruptible_timeout(&mut last, msecs_to_jiffies(2000))
+            {
+                CondVarTimeoutResult::Timeout => return Err(ETIMEDOUT),
+                CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+                CondVarTimeoutResult::Woken { .. } => {}
+            }
+        }
+        drop(last);
+        samples.push(start.elapsed().as_nanos(), GFP_KERNEL)?;
+    }
+    samples.sort_unstable();
+    let at = |q: usize| {
+        samples
+            .get(n.saturating_sub(1) * q / 100)
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(RoundTrips {
+        n,
+        p50: at(50),
+        p99: at(99),
+        max: samples.last().copied().unwrap_or(0),
+    })
+}
+
 /// The driver's data for a bound device.
 #[pin_data]
 pub(crate) struct GuestDevice {
@@ -238,6 +318,8 @@ impl GuestDriver {
                 held_cpus: AtomicU32::new(0),
                 held_mib: AtomicU64::new(0),
                 last_response <- new_mutex!(None),
+                answered <- new_condvar!(),
+                updated_ns: AtomicI64::new(0),
             }),
         )?;
         {

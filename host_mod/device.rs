@@ -72,8 +72,8 @@ pub(crate) struct HwcDevice {
 }
 
 impl HwcDevice {
-    /// Queues a message for the guest and schedules delivery.
-    fn push(&self, msg: &[u8]) -> Result {
+    /// Queues a message for the guest; the caller schedules delivery.
+    pub(crate) fn push(&self, msg: &[u8]) -> Result {
         let mut out = self.outbox.lock();
         if out.msgs.len() >= OUTBOX_MAX {
             bump(&self.stats.dropped);

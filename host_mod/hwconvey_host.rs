@@ -11,6 +11,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{aref::ARef, Arc, Mutex},
+    time::{Instant, Monotonic},
     vdpa,
 };
 
@@ -22,6 +23,7 @@ mod scan;
 mod sysfs;
 
 use device::HwcDevice;
+use proto::{message::DeltaWriter, run::Run};
 
 module! {
     type: HwconveyHost,
@@ -41,6 +43,9 @@ pub(crate) struct Host {
     #[pin]
     devices: Mutex<KVec<ARef<vdpa::Device<HwcDevice>>>>,
     next_guest: AtomicU32,
+    /// Generation and time (monotonic ns) of the last `bench_push`.
+    #[pin]
+    pub(crate) last_push: Mutex<Option<(u64, i64)>>,
     /// `/sys/kernel/hwconvey/host/`, taken out at module exit (it holds a reference to us).
     #[pin]
     pub(crate) sysfs: Mutex<Option<sysfs::HostDir>>,
@@ -64,6 +69,36 @@ impl Host {
                 dev.name()
             );
         }
+    }
+
+    /// Latency benchmark, host to guest: moves to a new generation whose delta restates CPU 0
+    /// unchanged, and sends it to every device. Returns the generation and the time it was
+    /// queued; each guest records when it applied it.
+    pub(crate) fn bench_push(&self) -> Result<(u64, i64)> {
+        let mut buf = [0u8; 64];
+        let (generation, len) = {
+            let mut inv = self.inventory.lock();
+            let cpu0 = *inv.cpus().first().ok_or(ENODEV)?;
+            let base = inv.generation;
+            let generation = inv.bump_generation();
+            let mut w = DeltaWriter::new(&mut buf, base, generation)?;
+            w.push(&Run::Cpu {
+                first: 0,
+                count: 1,
+                node: cpu0.node,
+                state: cpu0.state,
+                owner: cpu0.owner,
+            })?;
+            (generation, w.finish()?)
+        };
+        let msg = buf.get(..len).ok_or(EINVAL)?;
+        let now = Instant::<Monotonic>::now().as_nanos();
+        for dev in self.devices.lock().iter() {
+            dev.data().push(msg)?;
+            dev.schedule();
+        }
+        *self.last_push.lock() = Some((generation, now));
+        Ok((generation, now))
     }
 
     pub(crate) fn device_count(&self) -> usize {
@@ -132,6 +167,7 @@ impl HwconveyHost {
                 inventory <- new_mutex!(inventory),
                 devices <- new_mutex!(KVec::new()),
                 next_guest: AtomicU32::new(1),
+                last_push <- new_mutex!(None),
                 sysfs <- new_mutex!(None),
             }),
             GFP_KERNEL,

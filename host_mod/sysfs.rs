@@ -55,10 +55,26 @@ fn show_devices(h: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static HOST_ATTRS: [Attribute<Host>; 3] = [
+fn show_bench_push(h: &Host, page: &mut Page<'_>) -> Result {
+    match *h.last_push.lock() {
+        Some((generation, ns)) => writeln!(page, "generation {generation} ns {ns}")?,
+        None => writeln!(page, "none")?,
+    }
+    Ok(())
+}
+
+fn store_bench_push(h: &Host, text: &str) -> Result {
+    if text != "1" {
+        return Err(EINVAL);
+    }
+    h.bench_push().map(|_| ())
+}
+
+static HOST_ATTRS: [Attribute<Host>; 4] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"devices", show_devices),
+    Attribute::rw(c"bench_push", show_bench_push, store_bench_push),
 ];
 
 fn num(page: &mut Page<'_>, c: &AtomicU64) -> Result {

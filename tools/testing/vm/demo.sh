@@ -31,5 +31,39 @@ for d in /sys/kernel/debug/kunit/hwconvey_*; do
 	printf '  %-16s %s\n' "$(basename "$d")" "$(grep -E '^# [a-z_]+: pass:' "$d/results" | sed 's/^# [a-z_]*: //')"
 done
 
+H=/sys/kernel/hwconvey/host
+G=/sys/kernel/hwconvey/guest
+show() { for f in "$@"; do printf '  %-40s %s\n' "${f#/sys/kernel/}" "$(cat "$f")"; done; }
+
+say "Creating a hwconvey device for one guest: the host module is a vDPA management device"
+vdpa mgmtdev show hwconvey | sed 's/^/  /'
+next_mark
+vdpa dev add name hwc0 mgmtdev hwconvey
+# In loopback the device drives our own guest driver through virtio_vdpa; a
+# VMM would open it through vhost_vdpa (/dev/vhost-vdpa-N) instead.
+drv=$(basename "$(readlink /sys/bus/vdpa/devices/hwc0/driver 2>/dev/null)" 2>/dev/null)
+if [ "$drv" != virtio_vdpa ]; then
+	[ -z "$drv" ] || echo hwc0 >/sys/bus/vdpa/drivers/$drv/unbind
+	echo virtio_vdpa >/sys/bus/vdpa/devices/hwc0/driver_override
+	echo hwc0 >/sys/bus/vdpa/drivers/virtio_vdpa/bind
+fi
+for i in $(seq 100); do [ "$(cat $G/generation)" != none ] && break; sleep 0.1; done
+module_log $mark
+say "Both sides agree, as sysfs shows"
+show $H/generation $H/inventory $H/hwc0/guest_id $H/hwc0/messages_sent $H/hwc0/acks \
+	$G/generation $G/allocation $G/updates_applied
+
+say "The guest asks for 2 CPUs on node 1 by hand; the host answers (allocation comes next)"
+next_mark
+echo "cpus 2 node 1" >$G/request
+for i in $(seq 50); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; done
+module_log $mark
+show $H/hwc0/requests $G/last_response
+
+say "Deleting the device"
+next_mark
+vdpa dev del hwc0
+module_log $mark
+
 say "Unloading"
 rmmod hwconvey_guest && rmmod hwconvey_host && echo "  both modules unloaded cleanly"
