@@ -12,10 +12,7 @@ use crate::proto::{
         CONFIG_GENERATION, CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, CONFIG_SIZE, EVENTQ, FEATURES,
         NUM_QUEUES, REQUESTQ, VIRTIO_ID_HWCONVEY,
     },
-    message::{
-        decode_guest_msg, encode_response, GuestMsg, Reason, RequestKind, Response,
-        SnapshotEncoder, Status, MAX_MSG_SIZE,
-    },
+    message::{decode_guest_msg, GuestMsg, RequestKind, SnapshotEncoder, MAX_MSG_SIZE},
 };
 use crate::Host;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +33,8 @@ const OUTBOX_MAX: usize = 64;
 #[derive(Default)]
 pub(crate) struct DevInfo {
     pub(crate) guest_id: u32,
+    /// For the files that show or set the guest's allocation and quota.
+    pub(crate) host: Option<Arc<Host>>,
     pub(crate) running: AtomicBool,
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
@@ -87,21 +86,32 @@ impl HwcDevice {
         Ok(())
     }
 
-    /// Replaces whatever is pending with a full snapshot of the host.
+    /// Makes the guest get a full snapshot before anything else.
+    pub(crate) fn resync(&self) {
+        let mut out = self.outbox.lock();
+        out.msgs.clear();
+        out.resync = true;
+    }
+
+    /// Replaces whatever is pending with a full snapshot of what the guests were last told
+    /// (later deltas start from there).
     fn queue_snapshot(&self) -> Result {
-        let inv = self.host.inventory.lock();
+        let st = self.host.state.lock();
+        let inv = &st.published;
         let mut parts = KVec::new();
         let mut enc = SnapshotEncoder::new(self.guest_id);
         let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
-        while let Some(len) = enc.next_part(&inv, &mut buf)? {
+        while let Some(len) = enc.next_part(inv, &mut buf)? {
             let mut v = KVec::with_capacity(len, GFP_KERNEL)?;
             v.extend_from_slice(buf.get(..len).ok_or(EINVAL)?, GFP_KERNEL)?;
             parts.push(v, GFP_KERNEL)?;
         }
-        drop(inv);
+        // Swap under the state lock: a publication after this one goes after the snapshot.
         let mut out = self.outbox.lock();
         out.msgs = parts;
         out.resync = false;
+        drop(out);
+        drop(st);
         Ok(())
     }
 
@@ -128,20 +138,18 @@ impl HwcDevice {
                     self.outbox.lock().resync = true;
                     return;
                 }
-                // Allocation is not enforced yet: every resource request is answered, and
-                // denied, so the guest never waits on an answer.
-                let resp = Response {
-                    id: req.id,
-                    kind: req.kind,
-                    status: Status::Denied,
-                    reason: Reason::NoFree,
-                    amount: 0,
-                    generation: self.host.inventory.lock().generation,
+                let mut st = self.host.state.lock();
+                let resp = match st.admit(self.guest_id, &req, crate::Host::now_ns()) {
+                    Ok(resp) => resp,
+                    Err(_) => return,
                 };
-                let mut buf = [0u8; 64];
-                if let Ok(len) = encode_response(&resp, &mut buf) {
-                    let _ = self.push(buf.get(..len).unwrap_or(&[]));
+                // The answer first, then the update that reflects it.
+                if let Ok((buf, len)) = crate::alloc::HostState::encode(&resp) {
+                    if self.push(buf.get(..len).unwrap_or(&[])).is_err() {
+                        self.resync();
+                    }
                 }
+                self.host.publish(&mut st);
             }
             Err(_) => bump(&self.stats.bad),
         }
@@ -224,7 +232,7 @@ impl vdpa::SoftDevice for HwcDevice {
             outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true }),
             scratch <- new_mutex!(KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?),
             sysfs <- new_mutex!(None),
-            stats: Arc::new(DevInfo { guest_id: *guest_id, ..DevInfo::default() }, GFP_KERNEL)?,
+            stats: Arc::new(DevInfo { guest_id: *guest_id, host: Some(host.clone()), ..DevInfo::default() }, GFP_KERNEL)?,
         })
     }
 
@@ -261,7 +269,7 @@ impl vdpa::SoftDevice for HwcDevice {
     fn read_config(dev: &vdpa::Device<Self>, offset: usize, buf: &mut [u8]) {
         let d = dev.data();
         let mut cfg = [0u8; CONFIG_SIZE];
-        let gen = d.host.inventory.lock().generation;
+        let gen = d.host.state.lock().published.generation;
         let fields: [(usize, &[u8]); 3] = [
             (CONFIG_MAX_MSG_SIZE, &(MAX_MSG_SIZE as u32).to_le_bytes()),
             (CONFIG_GUEST_ID, &d.guest_id.to_le_bytes()),

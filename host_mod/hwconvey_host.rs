@@ -18,10 +18,13 @@ use kernel::{
 #[path = "../proto/src/kernel.rs"]
 pub mod proto;
 
+mod alloc;
 mod device;
+mod hotplug;
 mod scan;
 mod sysfs;
 
+use alloc::{HostState, Publication};
 use device::HwcDevice;
 use proto::{message::DeltaWriter, run::Run};
 
@@ -36,9 +39,9 @@ module! {
 /// State shared by the module and every device.
 #[pin_data]
 pub(crate) struct Host {
-    /// The whole host, and what each guest holds.
+    /// The whole host, what each guest holds, and what the guests were told.
     #[pin]
-    pub(crate) inventory: Mutex<proto::in_kernel::KInventory>,
+    pub(crate) state: Mutex<HostState>,
     /// The devices, i.e. the guests, that updates go to.
     #[pin]
     devices: Mutex<KVec<ARef<vdpa::Device<HwcDevice>>>>,
@@ -57,7 +60,59 @@ impl Host {
         self.next_guest.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Monotonic time in ns, for the rate limiter.
+    pub(crate) fn now_ns() -> u64 {
+        u64::try_from(Instant::<Monotonic>::now().as_nanos()).unwrap_or(0)
+    }
+
+    /// Sends what changed since the last publication to every device. Called with the state
+    /// lock held, right after every change, so that updates go out in generation order.
+    pub(crate) fn publish(&self, st: &mut HostState) {
+        let publication = match st.publish() {
+            Ok(p) => p,
+            Err(e) => {
+                pr_warn!(
+                    "cannot publish generation {}: {:?}\n",
+                    st.inventory.generation,
+                    e
+                );
+                Publication::Snapshot
+            }
+        };
+        let devices = self.devices.lock();
+        match publication {
+            Publication::Nothing => return,
+            Publication::Delta(len) => {
+                let msg = st.scratch.get(..len).unwrap_or(&[]);
+                for dev in devices.iter() {
+                    if dev.data().push(msg).is_err() {
+                        dev.data().resync();
+                    }
+                }
+            }
+            Publication::Snapshot => {
+                for dev in devices.iter() {
+                    dev.data().resync();
+                }
+            }
+        }
+        for dev in devices.iter() {
+            dev.schedule();
+        }
+    }
+
     pub(crate) fn device_added(&self, dev: &vdpa::Device<HwcDevice>) {
+        let id = dev.data().guest_id;
+        let mut st = self.state.lock();
+        match st.add_guest(id, Self::now_ns()) {
+            Ok(n) => pr_info!("{}: guest {} starts with {} CPUs\n", dev.name(), id, n),
+            Err(e) => pr_warn!(
+                "{}: no initial allocation for guest {}: {:?}\n",
+                dev.name(),
+                id,
+                e
+            ),
+        }
         if self
             .devices
             .lock()
@@ -69,6 +124,7 @@ impl Host {
                 dev.name()
             );
         }
+        self.publish(&mut st);
     }
 
     /// Latency benchmark, host to guest: moves to a new generation whose delta restates CPU 0
@@ -76,8 +132,9 @@ impl Host {
     /// queued; each guest records when it applied it.
     pub(crate) fn bench_push(&self) -> Result<(u64, i64)> {
         let mut buf = [0u8; 64];
+        let mut st = self.state.lock();
         let (generation, len) = {
-            let mut inv = self.inventory.lock();
+            let inv = &mut st.inventory;
             let cpu0 = *inv.cpus().first().ok_or(ENODEV)?;
             let base = inv.generation;
             let generation = inv.bump_generation();
@@ -91,12 +148,15 @@ impl Host {
             })?;
             (generation, w.finish()?)
         };
+        // The delta changes nothing: what the guests were told is the same, one generation on.
+        st.published.generation = generation;
         let msg = buf.get(..len).ok_or(EINVAL)?;
         let now = Instant::<Monotonic>::now().as_nanos();
         for dev in self.devices.lock().iter() {
             dev.data().push(msg)?;
             dev.schedule();
         }
+        drop(st);
         *self.last_push.lock() = Some((generation, now));
         Ok((generation, now))
     }
@@ -106,9 +166,12 @@ impl Host {
     }
 
     pub(crate) fn device_removed(&self, dev: &vdpa::Device<HwcDevice>) {
+        let mut st = self.state.lock();
         self.devices
             .lock()
             .retain(|d| !core::ptr::eq::<vdpa::Device<HwcDevice>>(&**d, dev));
+        st.remove_guest(dev.data().guest_id);
+        self.publish(&mut st);
     }
 }
 
@@ -124,7 +187,12 @@ impl Drop for SysfsOwner {
 
 #[pin_data]
 struct HwconveyHost {
-    // Dropped first: deleting the devices removes their directories before the host's.
+    // Dropped first: no hardware events once the devices go.
+    #[pin]
+    cpus: kernel::cpuhp::Registration<hotplug::Hotplug>,
+    #[pin]
+    memory: kernel::memory_notifier::Registration<hotplug::Hotplug>,
+    // Deleting the devices removes their directories before the host's.
     #[pin]
     mgmt: vdpa::MgmtRegistration<HwcDevice>,
     sysfs: SysfsOwner,
@@ -142,6 +210,12 @@ impl kernel::InPlaceModule for HwconveyHost {
             },
             // Initialised fields are in scope: devices get the host `sysfs` holds.
             mgmt <- vdpa::MgmtRegistration::new(c"hwconvey", sysfs.0.clone()),
+            memory <- kernel::memory_notifier::Registration::new(hotplug::Hotplug::new(&sysfs.0)),
+            cpus <- kernel::cpuhp::Registration::new(
+                c"hwconvey:online",
+                hotplug::Hotplug::new(&sysfs.0),
+                false,
+            ),
         })
     }
 }
@@ -162,9 +236,10 @@ impl HwconveyHost {
             online_blocks,
             d.nodes
         );
+        let state = HostState::new(inventory)?;
         Arc::pin_init(
             try_pin_init!(Host {
-                inventory <- new_mutex!(inventory),
+                state <- new_mutex!(state),
                 devices <- new_mutex!(KVec::new()),
                 next_guest: AtomicU32::new(1),
                 last_push <- new_mutex!(None),

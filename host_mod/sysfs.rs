@@ -4,7 +4,14 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
+use crate::alloc::Policy;
 use crate::device::DevInfo;
+use crate::hotplug::{CPU_EVENTS, MEMORY_EVENTS};
+use crate::proto::{
+    admission::Quota,
+    inventory::Owner,
+    message::{Request, Response},
+};
 use crate::Host;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +35,13 @@ impl HostDir {
 }
 
 fn show_generation(h: &Host, page: &mut Page<'_>) -> Result {
-    writeln!(page, "{}", h.inventory.lock().generation)?;
+    writeln!(page, "{}", h.state.lock().inventory.generation)?;
     Ok(())
 }
 
 fn show_inventory(h: &Host, page: &mut Page<'_>) -> Result {
-    let inv = h.inventory.lock();
+    let st = h.state.lock();
+    let inv = &st.inventory;
     let d = inv.dims();
     let cpus = inv.cpus().iter().filter(|c| c.online()).count();
     let blocks = inv.blocks().iter().filter(|b| b.online()).count();
@@ -70,12 +78,197 @@ fn store_bench_push(h: &Host, text: &str) -> Result {
     h.bench_push().map(|_| ())
 }
 
-static HOST_ATTRS: [Attribute<Host>; 4] = [
+fn parse<T: core::str::FromStr + PartialOrd>(text: &str, min: T, max: T) -> Result<T> {
+    let v: T = text.trim().parse().map_err(|_| EINVAL)?;
+    if v < min || v > max {
+        return Err(EINVAL);
+    }
+    Ok(v)
+}
+
+/// A policy knob: shows `get(policy)`, stores a number in `min..=max` with `set`.
+macro_rules! policy_file {
+    ($show:ident, $store:ident, $min:expr, $max:expr, $get:expr, $set:expr) => {
+        fn $show(h: &Host, page: &mut Page<'_>) -> Result {
+            let get: fn(&Policy) -> u64 = $get;
+            writeln!(page, "{}", get(&h.state.lock().policy))?;
+            Ok(())
+        }
+        fn $store(h: &Host, text: &str) -> Result {
+            let set: fn(&mut Policy, u64) = $set;
+            let v: u64 = parse(text, $min, $max)?;
+            set(&mut h.state.lock().policy, v);
+            Ok(())
+        }
+    };
+}
+
+policy_file!(
+    show_initial_cpus,
+    store_initial_cpus,
+    0,
+    1024,
+    |p| u64::from(p.initial_cpus),
+    |p, v| p.initial_cpus = v as u32
+);
+policy_file!(
+    show_enforce,
+    store_enforce,
+    0,
+    1,
+    |p| u64::from(p.enforce),
+    |p, v| p.enforce = v != 0
+);
+policy_file!(
+    show_rate_limit,
+    store_rate_limit,
+    1,
+    100_000,
+    |p| u64::from(p.rate),
+    |p, v| p.rate = v as u32
+);
+policy_file!(
+    show_rate_burst,
+    store_rate_burst,
+    1,
+    100_000,
+    |p| u64::from(p.burst),
+    |p, v| p.burst = v as u32
+);
+policy_file!(
+    show_default_quota_cpus,
+    store_default_quota_cpus,
+    0,
+    16384,
+    |p| u64::from(p.default_quota.max_cpus),
+    |p, v| p.default_quota.max_cpus = v as u32
+);
+policy_file!(
+    show_default_quota_memory_mib,
+    store_default_quota_memory_mib,
+    0,
+    1 << 40,
+    |p| p.default_quota.max_mem_mib,
+    |p, v| p.default_quota.max_mem_mib = v
+);
+
+macro_rules! decision_file {
+    ($show:ident, $field:ident) => {
+        fn $show(h: &Host, page: &mut Page<'_>) -> Result {
+            writeln!(page, "{}", h.state.lock().decisions.$field)?;
+            Ok(())
+        }
+    };
+}
+decision_file!(show_granted, granted);
+decision_file!(show_partial, partial);
+decision_file!(show_denied, denied);
+decision_file!(show_rate_limited, rate_limited);
+decision_file!(show_reallocations, reallocations);
+decision_file!(show_shrinks, shrinks);
+
+fn show_cpu_events(_: &Host, page: &mut Page<'_>) -> Result {
+    writeln!(page, "{}", CPU_EVENTS.load(Ordering::Relaxed))?;
+    Ok(())
+}
+
+fn show_memory_events(_: &Host, page: &mut Page<'_>) -> Result {
+    writeln!(page, "{}", MEMORY_EVENTS.load(Ordering::Relaxed))?;
+    Ok(())
+}
+
+static HOST_ATTRS: [Attribute<Host>; 20] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"devices", show_devices),
     Attribute::rw(c"bench_push", show_bench_push, store_bench_push),
+    Attribute::rw(c"initial_cpus", show_initial_cpus, store_initial_cpus),
+    Attribute::rw(c"enforce", show_enforce, store_enforce),
+    Attribute::rw(c"rate_limit", show_rate_limit, store_rate_limit),
+    Attribute::rw(c"rate_burst", show_rate_burst, store_rate_burst),
+    Attribute::rw(
+        c"default_quota_cpus",
+        show_default_quota_cpus,
+        store_default_quota_cpus,
+    ),
+    Attribute::rw(
+        c"default_quota_memory_mib",
+        show_default_quota_memory_mib,
+        store_default_quota_memory_mib,
+    ),
+    Attribute::ro(c"requests_granted", show_granted),
+    Attribute::ro(c"requests_partial", show_partial),
+    Attribute::ro(c"requests_denied", show_denied),
+    Attribute::ro(c"requests_rate_limited", show_rate_limited),
+    Attribute::ro(c"reallocations", show_reallocations),
+    Attribute::ro(c"shrinks", show_shrinks),
+    Attribute::ro(c"cpu_events", show_cpu_events),
+    Attribute::ro(c"memory_events", show_memory_events),
+    Attribute::ro(c"free_cpus", show_free_cpus),
+    Attribute::ro(c"cpus", show_host_cpus),
 ];
+
+/// Writes ids as a range list, e.g. "0-2,5".
+fn write_ranges(page: &mut Page<'_>, ids: impl Iterator<Item = usize>) -> Result {
+    let mut run: Option<(usize, usize)> = None;
+    let mut first = true;
+    let flush = |page: &mut Page<'_>, r: (usize, usize), first: &mut bool| -> Result {
+        let sep = if *first { "" } else { "," };
+        *first = false;
+        if r.0 == r.1 {
+            write!(page, "{sep}{}", r.0)?;
+        } else {
+            write!(page, "{sep}{}-{}", r.0, r.1)?;
+        }
+        Ok(())
+    };
+    for id in ids {
+        run = match run {
+            Some((a, b)) if b + 1 == id => Some((a, id)),
+            Some(r) => {
+                flush(page, r, &mut first)?;
+                Some((id, id))
+            }
+            None => Some((id, id)),
+        };
+    }
+    if let Some(r) = run {
+        flush(page, r, &mut first)?;
+    }
+    writeln!(page)?;
+    Ok(())
+}
+
+fn show_free_cpus(h: &Host, page: &mut Page<'_>) -> Result {
+    let st = h.state.lock();
+    let ids = st
+        .inventory
+        .cpus()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.online() && c.owner == Owner::FREE)
+        .map(|(i, _)| i);
+    write_ranges(page, ids)
+}
+
+/// One line per online CPU: "cpu <id> node <n> owner <free|guest N>".
+fn show_host_cpus(h: &Host, page: &mut Page<'_>) -> Result {
+    let st = h.state.lock();
+    for (i, c) in st
+        .inventory
+        .cpus()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.online())
+    {
+        if c.owner == Owner::FREE {
+            writeln!(page, "cpu {i} node {} free", c.node)?;
+        } else {
+            writeln!(page, "cpu {i} node {} guest {}", c.node, c.owner.0)?;
+        }
+    }
+    Ok(())
+}
 
 fn num(page: &mut Page<'_>, c: &AtomicU64) -> Result {
     writeln!(page, "{}", c.load(Ordering::Relaxed))?;
@@ -114,7 +307,113 @@ fn show_dropped(d: &DevInfo, p: &mut Page<'_>) -> Result {
     num(p, &d.dropped)
 }
 
-static DEVICE_ATTRS: [Attribute<DevInfo>; 9] = [
+fn host_of(d: &DevInfo) -> Result<&Host> {
+    d.host.as_deref().ok_or(ENODEV)
+}
+
+fn show_allocation(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let st = host_of(d)?.state.lock();
+    let a = st.inventory.allocation(Owner(d.guest_id));
+    writeln!(page, "cpus {} memory_mib {}", a.cpus, a.mem_mib)?;
+    Ok(())
+}
+
+fn show_cpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let st = host_of(d)?.state.lock();
+    let me = Owner(d.guest_id);
+    let ids = st
+        .inventory
+        .cpus()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.owner == me)
+        .map(|(i, _)| i);
+    write_ranges(page, ids)
+}
+
+fn quota(d: &DevInfo) -> Result<Quota> {
+    let st = host_of(d)?.state.lock();
+    st.guest(d.guest_id).map(|g| g.quota).ok_or(ENODEV)
+}
+
+fn set_quota(d: &DevInfo, f: impl FnOnce(&mut Quota)) -> Result {
+    let mut st = host_of(d)?.state.lock();
+    let g = st.guest_mut(d.guest_id).ok_or(ENODEV)?;
+    f(&mut g.quota);
+    Ok(())
+}
+
+fn show_quota_cpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    writeln!(page, "{}", quota(d)?.max_cpus)?;
+    Ok(())
+}
+
+fn store_quota_cpus(d: &DevInfo, text: &str) -> Result {
+    let v: u32 = parse(text, 0, 16384)?;
+    set_quota(d, |q| q.max_cpus = v)
+}
+
+fn show_quota_memory(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    writeln!(page, "{}", quota(d)?.max_mem_mib)?;
+    Ok(())
+}
+
+fn store_quota_memory(d: &DevInfo, text: &str) -> Result {
+    let v: u64 = parse(text, 0, 1 << 40)?;
+    set_quota(d, |q| q.max_mem_mib = v)
+}
+
+fn show_last_request(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let st = host_of(d)?.state.lock();
+    match st.guest(d.guest_id).and_then(|g| g.last_request) {
+        Some(Request {
+            id,
+            kind,
+            node,
+            amount,
+            motive,
+        }) => writeln!(
+            page,
+            "id {id} kind {} amount {amount} node {node} motive {} demand {} held {}",
+            kind.name(),
+            motive.source,
+            motive.demand,
+            motive.held
+        )?,
+        None => writeln!(page, "none")?,
+    }
+    Ok(())
+}
+
+fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let st = host_of(d)?.state.lock();
+    match st.guest(d.guest_id).and_then(|g| g.last_response) {
+        Some(Response {
+            id,
+            kind,
+            status,
+            reason,
+            amount,
+            generation,
+        }) => writeln!(
+            page,
+            "id {id} kind {} status {} reason {} amount {amount} generation {generation}",
+            kind.name(),
+            status.name(),
+            reason.name()
+        )?,
+        None => writeln!(page, "none")?,
+    }
+    Ok(())
+}
+
+static DEVICE_ATTRS: [Attribute<DevInfo>; 15] = [
+    Attribute::ro(c"allocation", show_allocation),
+    Attribute::ro(c"cpus", show_cpus),
+    Attribute::rw(c"quota_cpus", show_quota_cpus, store_quota_cpus),
+    Attribute::rw(c"quota_memory_mib", show_quota_memory, store_quota_memory),
+    Attribute::ro(c"last_request", show_last_request),
+    Attribute::ro(c"last_response", show_last_response),
     Attribute::ro(c"guest_id", show_guest_id),
     Attribute::ro(c"running", show_running),
     Attribute::ro(c"messages_sent", show_sent),

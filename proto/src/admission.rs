@@ -91,13 +91,10 @@ impl TokenBucket {
     pub fn take(&mut self, now_ns: u64) -> bool {
         let elapsed = now_ns.saturating_sub(self.last_ns);
         self.last_ns = self.last_ns.max(now_ns);
-        // rate tokens per 1e9 ns, in thousandths: rate * elapsed / 1e6.
-        let refill = u128::from(elapsed)
-            .saturating_mul(u128::from(self.rate))
-            .checked_div(1_000_000)
-            .unwrap_or(0);
+        // `rate` tokens per second = `rate` thousandths per millisecond: refill in whole
+        // microseconds, in 64 bits (no 128-bit division in the kernel), saturating.
+        let refill = (elapsed / 1000).saturating_mul(u64::from(self.rate)) / 1000;
         let cap = u64::from(self.burst).saturating_mul(1000);
-        let refill = u64::try_from(refill).unwrap_or(u64::MAX);
         self.milli_tokens = self.milli_tokens.saturating_add(refill).min(cap);
         if self.milli_tokens >= 1000 {
             self.milli_tokens = self.milli_tokens.saturating_sub(1000);

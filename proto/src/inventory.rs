@@ -330,9 +330,17 @@ where
         N2: Table<Node>,
     {
         self.set_dims(other.dims)?;
-        self.cpus.copy_from_slice(&other.cpus);
-        self.blocks.copy_from_slice(&other.blocks);
-        self.nodes.copy_from_slice(&other.nodes);
+        // Same lengths after `set_dims`; element-wise copies keep a panic path (a length
+        // mismatch in `copy_from_slice`) out of kernel code.
+        for (d, s) in self.cpus.iter_mut().zip(other.cpus.iter()) {
+            *d = *s;
+        }
+        for (d, s) in self.blocks.iter_mut().zip(other.blocks.iter()) {
+            *d = *s;
+        }
+        for (d, s) in self.nodes.iter_mut().zip(other.nodes.iter()) {
+            *d = *s;
+        }
         self.generation = other.generation;
         Ok(())
     }

@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The host's state: the inventory, what the guests were last told, each guest's quota and rate
+//! limit, and the decisions that change them: initial allocation, admission of requests, and
+//! re-allocation when hardware goes away.
+//!
+//! Every change is made under the state lock and immediately published: the delta from what
+//! the guests were last told goes to every device, in generation order.
+
+use crate::proto::{
+    admission::{plan_cpus, plan_memory, plan_release_cpus, Quota, TokenBucket},
+    delta::write_delta,
+    error::Error as ProtoError,
+    in_kernel::{new_inventory, KInventory},
+    inventory::{Owner, ONLINE},
+    message::{
+        encode_response, DeltaWriter, Reason, Request, RequestKind, Response, Status, MAX_MSG_SIZE,
+        NODE_ANY,
+    },
+};
+use kernel::{numa::NodeId, prelude::*};
+
+/// What the host does with guests, set through sysfs.
+#[derive(Clone, Copy)]
+pub(crate) struct Policy {
+    /// CPUs a new guest gets when its device is created.
+    pub(crate) initial_cpus: u32,
+    /// The quota a new guest starts with.
+    pub(crate) default_quota: Quota,
+    /// Admit requests (else: answer every request with a denial, allocate nothing).
+    pub(crate) enforce: bool,
+    /// Requests per second per guest, on average.
+    pub(crate) rate: u32,
+    /// Requests a guest may send at once.
+    pub(crate) burst: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            initial_cpus: 1,
+            default_quota: Quota {
+                max_cpus: 2,
+                max_mem_mib: 512,
+            },
+            enforce: true,
+            rate: 20,
+            burst: 10,
+        }
+    }
+}
+
+/// One guest, i.e. one device.
+pub(crate) struct Guest {
+    pub(crate) id: u32,
+    pub(crate) quota: Quota,
+    bucket: TokenBucket,
+    pub(crate) last_request: Option<Request>,
+    pub(crate) last_response: Option<Response>,
+}
+
+/// Counters of the host's decisions.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Decisions {
+    pub(crate) granted: u64,
+    pub(crate) partial: u64,
+    pub(crate) denied: u64,
+    pub(crate) rate_limited: u64,
+    pub(crate) reallocations: u64,
+    pub(crate) shrinks: u64,
+}
+
+/// What a publication produced: a delta for every guest, or the need for a snapshot.
+pub(crate) enum Publication {
+    /// Nothing changed since the last publication.
+    Nothing,
+    /// Send this delta to every guest.
+    Delta(usize),
+    /// The change does not fit a delta: every guest needs a snapshot.
+    Snapshot,
+}
+
+/// The host's state, under the host's state lock.
+pub(crate) struct HostState {
+    /// The whole host as it is.
+    pub(crate) inventory: KInventory,
+    /// The whole host as the guests were last told.
+    pub(crate) published: KInventory,
+    pub(crate) guests: KVec<Guest>,
+    pub(crate) policy: Policy,
+    pub(crate) decisions: Decisions,
+    /// Where publications are encoded.
+    pub(crate) scratch: KVec<u8>,
+}
+
+fn distance(a: u16, b: u16) -> u32 {
+    match (NodeId::from_u32(a.into()), NodeId::from_u32(b.into())) {
+        (Some(a), Some(b)) => a.distance(b),
+        _ => u32::MAX,
+    }
+}
+
+fn proto(e: ProtoError) -> Error {
+    e.into()
+}
+
+impl HostState {
+    pub(crate) fn new(inventory: KInventory) -> Result<Self> {
+        let mut published = new_inventory()?;
+        published.copy_from(&inventory).map_err(proto)?;
+        Ok(Self {
+            inventory,
+            published,
+            guests: KVec::new(),
+            policy: Policy::default(),
+            decisions: Decisions::default(),
+            scratch: KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?,
+        })
+    }
+
+    pub(crate) fn guest(&self, id: u32) -> Option<&Guest> {
+        self.guests.iter().find(|g| g.id == id)
+    }
+
+    pub(crate) fn guest_mut(&mut self, id: u32) -> Option<&mut Guest> {
+        self.guests.iter_mut().find(|g| g.id == id)
+    }
+
+    /// Adds guest `id` with the default quota and gives it its initial CPUs, NUMA-local to
+    /// each other. Returns how many it got.
+    pub(crate) fn add_guest(&mut self, id: u32, now_ns: u64) -> Result<u32> {
+        let p = self.policy;
+        self.guests.push(
+            Guest {
+                id,
+                quota: p.default_quota,
+                bucket: TokenBucket::new(p.rate, p.burst, now_ns),
+                last_request: None,
+                last_response: None,
+            },
+            GFP_KERNEL,
+        )?;
+        if p.initial_cpus == 0 {
+            return Ok(0);
+        }
+        let quota = p.default_quota;
+        self.grant_cpus(Owner(id), p.initial_cpus, NODE_ANY, &quota)
+            .map(|(_, n)| n)
+    }
+
+    /// Frees everything guest `id` holds and forgets it.
+    pub(crate) fn remove_guest(&mut self, id: u32) {
+        let owner = Owner(id);
+        let mut changed = false;
+        let d = self.inventory.dims();
+        if let Some(cpus) = self.inventory.cpus_mut(0, d.cpus) {
+            for c in cpus.iter_mut().filter(|c| c.owner == owner) {
+                c.owner = Owner::FREE;
+                changed = true;
+            }
+        }
+        if let Some(blocks) = self.inventory.blocks_mut(0, d.blocks) {
+            for b in blocks.iter_mut().filter(|b| b.owner == owner) {
+                b.owner = Owner::FREE;
+                changed = true;
+            }
+        }
+        if changed {
+            self.inventory.bump_generation();
+        }
+        self.guests.retain(|g| g.id != id);
+    }
+
+    fn grant_cpus(
+        &mut self,
+        owner: Owner,
+        want: u32,
+        node: u16,
+        quota: &Quota,
+    ) -> Result<(crate::proto::admission::Plan, u32)> {
+        let mut out = KVec::from_elem(0u32, want.min(1024) as usize, GFP_KERNEL)?;
+        let plan = plan_cpus(
+            &self.inventory,
+            owner,
+            want,
+            node,
+            quota,
+            &distance,
+            &mut out,
+        );
+        let mut n = 0;
+        for &id in out.iter().take(plan.picked) {
+            if let Some(c) = self.inventory.cpu_mut(id) {
+                c.owner = owner;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.inventory.bump_generation();
+        }
+        Ok((plan, n))
+    }
+
+    /// Admits a request from guest `id`: rate limit, quota, free pool, NUMA placement. Applies
+    /// the grant to the inventory (the caller publishes) and returns the answer.
+    pub(crate) fn admit(&mut self, id: u32, req: &Request, now_ns: u64) -> Result<Response> {
+        let policy = self.policy;
+        let generation = self.inventory.generation;
+        let answer = |status, reason, amount| Response {
+            id: req.id,
+            kind: req.kind,
+            status,
+            reason,
+            amount,
+            generation,
+        };
+        let guest = self.guest_mut(id).ok_or(ENODEV)?;
+        guest.last_request = Some(*req);
+        guest.bucket.set(policy.rate, policy.burst);
+        if !guest.bucket.take(now_ns) {
+            self.decisions.rate_limited += 1;
+            return Ok(self.answered(id, answer(Status::Busy, Reason::RateLimited, 0)));
+        }
+        if !policy.enforce {
+            self.decisions.denied += 1;
+            return Ok(self.answered(id, answer(Status::Denied, Reason::Quota, 0)));
+        }
+        let quota = guest.quota;
+        let owner = Owner(id);
+        let (plan, amount) = match req.kind {
+            RequestKind::Cpus => self.grant_cpus(owner, req.amount, req.node, &quota)?,
+            RequestKind::Memory => {
+                let blocks = (req.amount as usize)
+                    .div_ceil(self.inventory.block_mib().max(1) as usize)
+                    .min(65536);
+                let mut out = KVec::from_elem(0u32, blocks, GFP_KERNEL)?;
+                let plan = plan_memory(
+                    &self.inventory,
+                    owner,
+                    req.amount,
+                    req.node,
+                    &quota,
+                    &distance,
+                    &mut out,
+                );
+                let mut n = 0u32;
+                for &b in out.iter().take(plan.picked) {
+                    if let Some(block) = self.inventory.block_mut(b) {
+                        block.owner = owner;
+                        n += 1;
+                    }
+                }
+                if n > 0 {
+                    self.inventory.bump_generation();
+                }
+                let mib = u64::from(n) * self.inventory.block_mib();
+                (plan, u32::try_from(mib).unwrap_or(u32::MAX))
+            }
+            RequestKind::ReleaseCpus => {
+                let mut out = KVec::from_elem(0u32, req.amount.min(1024) as usize, GFP_KERNEL)?;
+                let plan = plan_release_cpus(&self.inventory, owner, req.amount, &mut out);
+                let mut n = 0;
+                for &c in out.iter().take(plan.picked) {
+                    if let Some(cpu) = self.inventory.cpu_mut(c) {
+                        cpu.owner = Owner::FREE;
+                        n += 1;
+                    }
+                }
+                if n > 0 {
+                    self.inventory.bump_generation();
+                }
+                (plan, n)
+            }
+            RequestKind::ReleaseMemory | RequestKind::Snapshot => {
+                return Ok(self.answered(id, answer(Status::Denied, Reason::Invalid, 0)));
+            }
+        };
+        match plan.status {
+            Status::Granted => self.decisions.granted += 1,
+            Status::Partial => self.decisions.partial += 1,
+            _ => self.decisions.denied += 1,
+        }
+        let resp = Response {
+            id: req.id,
+            kind: req.kind,
+            status: plan.status,
+            reason: plan.reason,
+            amount,
+            generation: self.inventory.generation,
+        };
+        Ok(self.answered(id, resp))
+    }
+
+    fn answered(&mut self, id: u32, resp: Response) -> Response {
+        if let Some(g) = self.guest_mut(id) {
+            g.last_response = Some(resp);
+        }
+        resp
+    }
+
+    /// CPU `cpu` came online (`online`) or is going offline. An allocated CPU that goes offline
+    /// is replaced from the free pool, as close to it as possible, else its guest shrinks.
+    pub(crate) fn cpu_changed(&mut self, cpu: u32, online: bool) -> Result {
+        let Some(c) = self.inventory.cpu_mut(cpu) else {
+            return Err(EINVAL);
+        };
+        let was = c.online();
+        if was == online {
+            return Ok(());
+        }
+        if online {
+            c.state |= ONLINE;
+        } else {
+            c.state &= !ONLINE;
+        }
+        let owner = c.owner;
+        let node = c.node;
+        if !online && owner.is_guest() {
+            // A guest's CPUs are online: give this one back to the pool (offline) and find a
+            // replacement near it.
+            c.owner = Owner::FREE;
+            let quota = Quota {
+                max_cpus: u32::MAX,
+                max_mem_mib: u64::MAX,
+            };
+            let near = if node == crate::proto::inventory::NO_NODE {
+                NODE_ANY
+            } else {
+                node
+            };
+            let (_, n) = self.grant_cpus(owner, 1, near, &quota)?;
+            if n > 0 {
+                self.decisions.reallocations += 1;
+            } else {
+                self.decisions.shrinks += 1;
+            }
+        }
+        self.inventory.bump_generation();
+        Ok(())
+    }
+
+    /// Memory blocks `first..first + count` went online or offline. Allocated blocks that go
+    /// offline are replaced from the free pool, near them, else their guest shrinks.
+    pub(crate) fn blocks_changed(&mut self, first: u32, count: u32, online: bool) -> Result {
+        let mut lost: KVec<(Owner, u16)> = KVec::new();
+        let mut changed = false;
+        for i in first..first.saturating_add(count) {
+            let Some(b) = self.inventory.block_mut(i) else {
+                continue;
+            };
+            if b.online() == online {
+                continue;
+            }
+            changed = true;
+            if online {
+                b.state |= ONLINE;
+            } else {
+                b.state &= !ONLINE;
+                if b.owner.is_guest() {
+                    lost.push((b.owner, b.node), GFP_KERNEL)?;
+                    b.owner = Owner::FREE;
+                }
+            }
+        }
+        let mib = self.inventory.block_mib();
+        for (owner, node) in lost {
+            let quota = Quota {
+                max_cpus: u32::MAX,
+                max_mem_mib: u64::MAX,
+            };
+            let mut out = KVec::from_elem(0u32, 1, GFP_KERNEL)?;
+            let want = u32::try_from(mib).unwrap_or(u32::MAX);
+            let plan = plan_memory(
+                &self.inventory,
+                owner,
+                want,
+                node,
+                &quota,
+                &distance,
+                &mut out,
+            );
+            let mut got = false;
+            for &b in out.iter().take(plan.picked) {
+                if let Some(block) = self.inventory.block_mut(b) {
+                    block.owner = owner;
+                    got = true;
+                }
+            }
+            if got {
+                self.decisions.reallocations += 1;
+            } else {
+                self.decisions.shrinks += 1;
+            }
+        }
+        if changed {
+            self.inventory.bump_generation();
+        }
+        Ok(())
+    }
+
+    /// Encodes what changed since the last publication into `scratch`, and marks it published.
+    pub(crate) fn publish(&mut self) -> Result<Publication> {
+        if self.inventory.generation == self.published.generation {
+            return Ok(Publication::Nothing);
+        }
+        let Self {
+            inventory,
+            published,
+            scratch,
+            ..
+        } = self;
+        let delta = (|| -> core::result::Result<usize, ProtoError> {
+            let mut w = DeltaWriter::new(scratch, published.generation, inventory.generation)?;
+            let runs = write_delta(published, inventory, &mut w)?;
+            if runs == 0 {
+                return Err(ProtoError::Length);
+            }
+            w.finish()
+        })();
+        published.copy_from(inventory).map_err(proto)?;
+        Ok(match delta {
+            Ok(len) => Publication::Delta(len),
+            Err(_) => Publication::Snapshot,
+        })
+    }
+
+    /// Encodes a response into a fresh message.
+    pub(crate) fn encode(resp: &Response) -> Result<([u8; 64], usize)> {
+        let mut buf = [0u8; 64];
+        let len = encode_response(resp, &mut buf)?;
+        Ok((buf, len))
+    }
+}

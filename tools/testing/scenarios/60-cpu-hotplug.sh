@@ -1,0 +1,71 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# An allocated CPU goes offline: the host replaces it NUMA-locally from the
+# free pool, and the guest's stored copy and diff show it. Online again:
+# the host and the guest's copy both count it. With no free CPU left on any
+# node, the guest shrinks instead.
+. "$(dirname "$0")/lib.sh"
+
+G=/sys/kernel/hwconvey/guest
+H=/sys/kernel/hwconvey/host
+node_of() { basename "$(ls -d /sys/devices/system/cpu/cpu$1/node* 2>/dev/null)" | tr -dc 0-9; }
+cpu_online() { echo "$2" >/sys/devices/system/cpu/cpu$1/online || fail "cpu$1 online=$2"; }
+in_sync() {
+	for i in $(seq 50); do
+		[ "$(cat $G/generation)" = "$(cat $H/generation)" ] && return 0
+		sleep 0.1
+	done
+	fail "guest at generation $(cat $G/generation), host at $(cat $H/generation)"
+}
+
+load_host
+load_guest
+echo 4 >$H/default_quota_cpus
+vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+bind hwc0 virtio_vdpa
+in_sync
+echo "cpus 1 node 1" >$G/request
+for i in $(seq 50); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; done
+in_sync
+held=$(cat $H/hwc0/cpus)
+note "guest 1 holds CPUs $held ($(cat $G/allocation))"
+victim=$(grep -E " node 1 guest [0-9]+$" $H/cpus | head -1 | awk '{print $2}')
+[ -n "$victim" ] || fail "the guest got no CPU on node 1: $(cat $H/cpus)"
+free_same_node=$(grep -E " node 1 free$" $H/cpus | head -1 | awk '{print $2}')
+[ -n "$free_same_node" ] || fail "no free CPU left on node 1 to replace with"
+realloc=$(cat $H/reallocations)
+mark
+cpu_online "$victim" 0
+in_sync
+[ "$(cat $H/reallocations)" = $((realloc + 1)) ] || fail "reallocations: $(cat $H/reallocations)"
+grep -qE "^cpu $victim " $H/cpus && fail "offline cpu $victim still listed online"
+grep -qE "^cpu $free_same_node node 1 guest " $H/cpus || fail "cpu $free_same_node (node 1) was not given to the guest: $(cat $H/cpus)"
+[ "$(cat $G/allocation | awk '{print $2}')" = "$(echo "$held" | tr ',' '\n' | awk -F- '{n += ($2 == "" ? 1 : $2 - $1 + 1)} END {print n}')" ] ||
+	fail "the guest's copy has $(cat $G/allocation) after the replacement"
+wait_log 'hwconvey_guest: generation [0-9]+: delta applied: host has 3 online CPUs, this guest holds [0-9]+ CPUs .*; 1 CPUs gained, 1 lost'
+note "cpu $victim offline: replaced by cpu $free_same_node on the same node; guest diff: 1 gained, 1 lost"
+mark
+cpu_online "$victim" 1
+in_sync
+grep -qE "^cpu $victim node 1 free$" $H/cpus || fail "cpu $victim is not back as free: $(cat $H/cpus)"
+wait_log 'delta applied: host has 4 online CPUs'
+note "cpu $victim online again: free, and the guest's copy counts 4 online CPUs"
+
+# No free CPU anywhere: the guest shrinks.
+echo 0 >$H/default_quota_cpus
+others=$(grep -E " free$" $H/cpus | awk '{print $2}' | grep -v '^0$')
+mine=$(grep -E " guest [0-9]+$" $H/cpus | awk '{print $2}' | grep -v '^0$' | head -1)
+[ -n "$mine" ] || fail "the guest holds no CPU that can go offline"
+for c in $others; do cpu_online "$c" 0; done
+shrinks=$(cat $H/shrinks)
+before=$(awk '{print $2}' $G/allocation)
+cpu_online "$mine" 0
+in_sync
+[ "$(cat $H/shrinks)" = $((shrinks + 1)) ] || fail "shrinks: $(cat $H/shrinks)"
+[ "$(awk '{print $2}' $G/allocation)" = $((before - 1)) ] || fail "guest allocation $(cat $G/allocation), was $before CPUs"
+note "no free CPU: cpu $mine offline shrinks the guest from $before to $((before - 1)) CPUs"
+for c in $others $mine; do cpu_online "$c" 1; done
+in_sync
+vdpa dev del hwc0
+unload_all
