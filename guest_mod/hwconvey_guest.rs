@@ -11,6 +11,7 @@ use kernel::{driver, prelude::*, virtio};
 #[path = "../proto/src/kernel.rs"]
 pub mod proto;
 
+mod sampler;
 mod sysfs;
 mod virtio_driver;
 

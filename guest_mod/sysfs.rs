@@ -5,9 +5,10 @@
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
 use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL, NODE_ANY};
+use crate::sampler::KNOBS;
 use crate::virtio_driver::{bench_roundtrip, send_request, Guest, RoundTrips};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     global_lock,
     prelude::*,
@@ -43,7 +44,6 @@ fn current() -> Result<Arc<Virtqueues<Guest>>> {
 
 /// State of the files themselves.
 pub(crate) struct Knobs {
-    next_request: AtomicU32,
     /// `kind << 32 | amount` of the last manual request, 0 if none.
     last_request: AtomicU64,
     /// The last round-trip benchmark.
@@ -165,7 +165,7 @@ fn store_request(k: &Knobs, text: &str) -> Result {
         _ => cpus,
     };
     let req = Request {
-        id: k.next_request.fetch_add(1, Ordering::Relaxed),
+        id: vqs.handler().next_request.fetch_add(1, Ordering::Relaxed),
         kind,
         node,
         amount,
@@ -205,13 +205,97 @@ fn store_bench(k: &Knobs, text: &str) -> Result {
         return Err(EINVAL);
     }
     let vqs = current()?;
-    let first = k.next_request.fetch_add(n as u32, Ordering::Relaxed);
+    let first = vqs
+        .handler()
+        .next_request
+        .fetch_add(n as u32, Ordering::Relaxed);
     let result = bench_roundtrip(&vqs, n, first)?;
     *k.bench.lock() = Some(result);
     Ok(())
 }
 
-static ATTRS: [Attribute<Knobs>; 11] = [
+/// A projection knob: a number in `min..=max` that must also make valid parameters.
+macro_rules! knob_file {
+    ($show:ident, $store:ident, $field:ident, $min:expr, $max:expr) => {
+        fn $show(_: &Knobs, page: &mut Page<'_>) -> Result {
+            writeln!(page, "{}", KNOBS.$field.load(Ordering::Relaxed))?;
+            Ok(())
+        }
+        fn $store(_: &Knobs, text: &str) -> Result {
+            let v: u32 = text.trim().parse().map_err(|_| EINVAL)?;
+            if !($min..=$max).contains(&v) {
+                return Err(EINVAL);
+            }
+            let old = KNOBS.$field.swap(v, Ordering::Relaxed);
+            if KNOBS.params().is_err() {
+                KNOBS.$field.store(old, Ordering::Relaxed);
+                return Err(EINVAL);
+            }
+            Ok(())
+        }
+    };
+}
+
+knob_file!(show_period, store_period, period_ms, 10, 60_000);
+knob_file!(show_horizon, store_horizon, horizon, 0, 1000);
+knob_file!(show_target, store_target, target, 1, 1000);
+knob_file!(show_hysteresis, store_hysteresis, hysteresis, 0, 1000);
+
+fn show_projection(_: &Knobs, page: &mut Page<'_>) -> Result {
+    let vqs = current()?;
+    let r = vqs.handler().sampler.lock().report;
+    writeln!(
+        page,
+        "samples {} busy_mcpu {} steal_mcpu {} nr_running {} mem_used_mib {} cpu_pressure {} \
+         held_cpus {} level_mcpu {} trend_mcpu {} projected_mcpu {} proposals {}",
+        r.samples,
+        r.sample.busy_mcpu,
+        r.sample.steal_mcpu,
+        r.sample.nr_running,
+        r.sample.mem_used_mib,
+        r.sample.cpu_pressure,
+        r.held_cpus,
+        r.cpu_level,
+        r.cpu_trend,
+        r.cpu_projected,
+        r.proposals
+    )?;
+    Ok(())
+}
+
+/// One line per recent sample, oldest first: "<n> busy_mcpu <b> projected_mcpu <p> proposed <0|1>".
+fn show_samples_recent(_: &Knobs, page: &mut Page<'_>) -> Result {
+    let vqs = current()?;
+    let s = vqs.handler().sampler.lock();
+    let mut recent: KVec<crate::sampler::Past> = KVec::new();
+    for p in s.history.iter().filter(|p| p.n > 0) {
+        recent.push(*p, GFP_KERNEL)?;
+    }
+    drop(s);
+    // At most HISTORY entries: a selection sort keeps core's sort out of the module.
+    for i in 0..recent.len() {
+        let mut min = i;
+        for j in i + 1..recent.len() {
+            if recent.get(j).map(|p| p.n) < recent.get(min).map(|p| p.n) {
+                min = j;
+            }
+        }
+        recent.swap(i, min);
+    }
+    for p in recent.iter() {
+        writeln!(
+            page,
+            "{} busy_mcpu {} projected_mcpu {} proposed {}",
+            p.n,
+            p.busy_mcpu,
+            p.projected_mcpu,
+            u8::from(p.proposed)
+        )?;
+    }
+    Ok(())
+}
+
+static ATTRS: [Attribute<Knobs>; 17] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"messages_received", show_received),
@@ -223,6 +307,12 @@ static ATTRS: [Attribute<Knobs>; 11] = [
     Attribute::rw(c"request", show_request, store_request),
     Attribute::ro(c"last_update", show_last_update),
     Attribute::rw(c"bench_roundtrip", show_bench, store_bench),
+    Attribute::rw(c"period_ms", show_period, store_period),
+    Attribute::rw(c"horizon", show_horizon, store_horizon),
+    Attribute::rw(c"target", show_target, store_target),
+    Attribute::rw(c"hysteresis", show_hysteresis, store_hysteresis),
+    Attribute::ro(c"projection", show_projection),
+    Attribute::ro(c"samples_recent", show_samples_recent),
 ];
 
 /// The guest's sysfs directory. Dropped before the module's driver registration goes away.
@@ -238,7 +328,6 @@ impl GuestSysfs {
         let root = SharedDir::get(c"hwconvey")?;
         let knobs = Arc::new(
             Knobs {
-                next_request: AtomicU32::new(1),
                 last_request: AtomicU64::new(0),
                 bench: kernel::sync::Arc::pin_init(kernel::new_mutex!(None), GFP_KERNEL)?,
             },

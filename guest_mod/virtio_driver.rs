@@ -6,6 +6,7 @@
 //! space is validated, every received message goes through the protocol crate's decoder and is
 //! applied only if it is complete and consistent, and a bad one is counted and changes nothing.
 
+use crate::proto::projection::Proposal;
 use crate::proto::{
     device::{
         CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, EVENTQ, F_ACK, F_DELTA, F_REQUEST, REQUESTQ,
@@ -18,6 +19,7 @@ use crate::proto::{
         MAX_MSG_SIZE, MOTIVE_MANUAL, NODE_ANY,
     },
 };
+use crate::sampler::{SampleTimer, Sampler, SAMPLE};
 use crate::sysfs;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use kernel::{
@@ -25,7 +27,10 @@ use kernel::{
     new_condvar, new_mutex,
     prelude::*,
     sync::{Arc, ArcBorrow, CondVar, CondVarTimeoutResult, Mutex},
-    time::{msecs_to_jiffies, Instant, Monotonic},
+    time::{
+        hrtimer::{ArcHrTimerHandle, HrTimerPointer},
+        msecs_to_jiffies, Instant, Monotonic,
+    },
     virtio::{
         self,
         virtqueue::{self, Virtqueues},
@@ -70,6 +75,10 @@ pub(crate) struct Guest {
     answered: CondVar,
     /// When (monotonic ns) the stored copy moved to `generation`.
     updated_ns: AtomicI64,
+    /// The id of the next request.
+    pub(crate) next_request: AtomicU32,
+    #[pin]
+    pub(crate) sampler: Mutex<Sampler>,
 }
 
 impl Guest {
@@ -92,6 +101,45 @@ impl Guest {
             self.stats.generation.load(Ordering::Relaxed),
             self.updated_ns.load(Ordering::Relaxed),
         )
+    }
+
+    /// Takes a sample; if the projection asks for something, sends the request.
+    fn sample(&self, vqs: &Virtqueues<Self>) {
+        if self.generation() == 0 {
+            // Nothing known of the host yet: what would be asked for, and where?
+            return;
+        }
+        let block_mib = self.copy.lock().stored().block_mib();
+        let held = self.held_cpus.load(Ordering::Relaxed);
+        let Some(proposal) = self.sampler.lock().sample(held, block_mib) else {
+            return;
+        };
+        let (kind, amount, motive) = match proposal {
+            Proposal::Cpus(n, m) => (RequestKind::Cpus, n, m),
+            Proposal::Memory(n, m) => (RequestKind::Memory, n, m),
+            Proposal::ReleaseCpus(n, m) => (RequestKind::ReleaseCpus, n, m),
+        };
+        pr_info!(
+            "projection: demand {} (level {}, trend {}/sample, {} samples ahead) for {} held: \
+             asking for {} {}\n",
+            motive.demand,
+            motive.level,
+            motive.trend,
+            motive.horizon,
+            motive.held,
+            amount,
+            kind.name()
+        );
+        let req = Request {
+            id: self.next_request.fetch_add(1, Ordering::Relaxed),
+            kind,
+            node: NODE_ANY,
+            amount,
+            motive,
+        };
+        if send_request(vqs, &req).is_err() {
+            bump(&self.stats.bad);
+        }
     }
 
     /// The host's last answer to a request.
@@ -171,8 +219,11 @@ impl Guest {
 impl virtqueue::Handler for Guest {
     type Buffer = Buffer;
 
-    fn process(vqs: ArcBorrow<'_, Virtqueues<Self>>, _notified: u32) {
+    fn process(vqs: ArcBorrow<'_, Virtqueues<Self>>, notified: u32) {
         let guest = vqs.handler();
+        if notified & SAMPLE != 0 {
+            guest.sample(&vqs);
+        }
         let mut ack = None;
         let mut q = vqs.lock();
         let events = usize::from(EVENTQ);
@@ -307,6 +358,8 @@ fn heapsort(v: &mut [i64]) {
 /// The driver's data for a bound device.
 #[pin_data]
 pub(crate) struct GuestDevice {
+    // Dropped first: cancels the sampling timer, which holds a reference to the queues.
+    _sampler: ArcHrTimerHandle<SampleTimer>,
     pub(crate) vqs: Arc<Virtqueues<Guest>>,
 }
 
@@ -349,6 +402,8 @@ impl GuestDriver {
                 last_response <- new_mutex!(None),
                 answered <- new_condvar!(),
                 updated_ns: AtomicI64::new(0),
+                next_request: AtomicU32::new(1),
+                sampler <- new_mutex!(Sampler::new()?),
             }),
         )?;
         {
@@ -384,8 +439,11 @@ impl virtio::Driver for GuestDriver {
     fn probe<'bound>(
         dev: &'bound virtio::Device<Core<'_>>,
     ) -> impl PinInit<GuestDevice, Error> + 'bound {
+        let vqs = Self::setup(dev);
         try_pin_init!(GuestDevice {
-            vqs: Self::setup(dev)?,
+            vqs: vqs?,
+            _sampler: Arc::pin_init(SampleTimer::new(vqs.clone()), GFP_KERNEL)?
+                .start(SampleTimer::period()),
         })
     }
 
