@@ -144,8 +144,11 @@ impl HostState {
             return Ok(0);
         }
         let quota = p.default_quota;
-        self.grant_cpus(Owner(id), p.initial_cpus, NODE_ANY, &quota)
-            .map(|(_, n)| n)
+        let (_, n) = self.grant_cpus(Owner(id), p.initial_cpus, NODE_ANY, &quota)?;
+        if n > 0 {
+            self.inventory.bump_generation();
+        }
+        Ok(n)
     }
 
     /// Frees everything guest `id` holds and forgets it.
@@ -195,9 +198,7 @@ impl HostState {
                 n += 1;
             }
         }
-        if n > 0 {
-            self.inventory.bump_generation();
-        }
+        // The caller moves to the next generation, once for the whole change.
         Ok((plan, n))
     }
 
@@ -228,7 +229,13 @@ impl HostState {
         let quota = guest.quota;
         let owner = Owner(id);
         let (plan, amount) = match req.kind {
-            RequestKind::Cpus => self.grant_cpus(owner, req.amount, req.node, &quota)?,
+            RequestKind::Cpus => {
+                let (plan, n) = self.grant_cpus(owner, req.amount, req.node, &quota)?;
+                if n > 0 {
+                    self.inventory.bump_generation();
+                }
+                (plan, n)
+            }
             RequestKind::Memory => {
                 let blocks = (req.amount as usize)
                     .div_ceil(self.inventory.block_mib().max(1) as usize)

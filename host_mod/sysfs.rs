@@ -331,6 +331,19 @@ fn show_cpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
     write_ranges(page, ids)
 }
 
+fn show_blocks(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let st = host_of(d)?.state.lock();
+    let me = Owner(d.guest_id);
+    let ids = st
+        .inventory
+        .blocks()
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.owner == me)
+        .map(|(i, _)| i);
+    write_ranges(page, ids)
+}
+
 fn quota(d: &DevInfo) -> Result<Quota> {
     let st = host_of(d)?.state.lock();
     st.guest(d.guest_id).map(|g| g.quota).ok_or(ENODEV)
@@ -407,9 +420,10 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static DEVICE_ATTRS: [Attribute<DevInfo>; 15] = [
+static DEVICE_ATTRS: [Attribute<DevInfo>; 16] = [
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"cpus", show_cpus),
+    Attribute::ro(c"blocks", show_blocks),
     Attribute::rw(c"quota_cpus", show_quota_cpus, store_quota_cpus),
     Attribute::rw(c"quota_memory_mib", show_quota_memory, store_quota_memory),
     Attribute::ro(c"last_request", show_last_request),

@@ -46,7 +46,9 @@ log "modules"
 
 log "KUnit suites and scenarios in the VM"
 set +e
-"$here/vm-run" --cpus 4 --numa 2 --keep "$logs/vm" tools/testing/vm/check.sh
+# movablecore: half the memory in ZONE_MOVABLE, so that memory blocks can go
+# offline in the memory hotplug scenario.
+"$here/vm-run" --cpus 4 --numa 2 --append movablecore=50% --keep "$logs/vm" tools/testing/vm/check.sh
 vm_rc=$?
 set -e
 python3 "$here/ktap.py" "$logs/vm" "${SUITES[@]}" | tee "$logs/kunit" || true

@@ -37,6 +37,9 @@ show() { for f in "$@"; do printf '  %-40s %s\n' "${f#/sys/kernel/}" "$(cat "$f"
 
 say "Creating a hwconvey device for one guest: the host module is a vDPA management device"
 vdpa mgmtdev show hwconvey | sed 's/^/  /'
+# The VM keeps about one CPU busy by itself (emulation): start the guest
+# with 2 CPUs so that it sits below its target utilisation until the load.
+echo 2 >$H/initial_cpus
 next_mark
 vdpa dev add name hwc0 mgmtdev hwconvey
 # In loopback the device drives our own guest driver through virtio_vdpa; a
@@ -53,12 +56,53 @@ say "Both sides agree, as sysfs shows"
 show $H/generation $H/inventory $H/hwc0/guest_id $H/hwc0/messages_sent $H/hwc0/acks \
 	$G/generation $G/allocation $G/updates_applied
 
-say "The guest asks for 2 CPUs on node 1 by hand; the host answers (allocation comes next)"
+field() { tr ' ' '\n' <"$1" | grep -A1 -x "$2" | tail -1; }
+wait_for() { for i in $(seq "${2:-100}"); do eval "$1" && return 0; sleep 0.1; done; return 1; }
+synced() { [ "$(cat $G/generation)" = "$(cat $H/generation)" ]; }
+
+say "What each side holds: the host gave the new guest $(cat $H/initial_cpus) CPU(s), NUMA-local"
+show $H/hwc0/cpus $H/hwc0/quota_cpus $G/allocation
+cat $H/cpus | sed 's/^/  /'
+
+say "The guest asks by hand for one more CPU, on node 1; then that CPU goes offline"
+echo 3 >$H/hwc0/quota_cpus
 next_mark
-echo "cpus 2 node 1" >$G/request
-for i in $(seq 50); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; done
+echo "cpus 1 node 1" >$G/request
+wait_for '[ "$(cat $G/responses)" -ge 1 ]' && wait_for synced
+victim=$(grep -E " node 1 guest [0-9]+$" $H/cpus | head -1 | awk '{print $2}')
 module_log $mark
-show $H/hwc0/requests $G/last_response
+show $G/last_response $H/hwc0/cpus
+if [ -n "$victim" ]; then
+	say "CPU $victim goes offline: the host replaces it from the free pool on the same node"
+	next_mark
+	echo 0 >/sys/devices/system/cpu/cpu$victim/online
+	wait_for synced
+	module_log $mark
+	show $H/hwc0/cpus $H/reallocations $G/allocation
+	say "CPU $victim comes back: free again, and the guest's copy counts it"
+	next_mark
+	echo 1 >/sys/devices/system/cpu/cpu$victim/online
+	wait_for synced
+	module_log $mark
+fi
+
+say "A real load in the guest: it samples itself every 200 ms, projects, and asks"
+echo 200 >$G/period_ms
+echo 4 >$H/hwc0/quota_cpus
+before=$(cat $H/hwc0/requests)
+next_mark
+pids=()
+for i in 1 2 3; do (while :; do :; done) & pids+=($!); done
+wait_for '[ "$(cat $H/hwc0/requests)" -gt "$before" ]' 150
+wait_for synced
+module_log $mark
+kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null
+show $G/projection $H/hwc0/last_request $G/last_response $H/hwc0/cpus $G/allocation
+
+say "Beyond its quota, the guest is told no, and why"
+echo "cpus 1" >$G/request
+sleep 1
+show $G/last_response
 
 say "Deleting the device"
 next_mark

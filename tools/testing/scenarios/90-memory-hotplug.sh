@@ -1,0 +1,66 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# A memory block goes offline and online: the host's inventory and the
+# guest's copy follow. A block allocated to the guest that goes offline is
+# replaced from the free pool, as close to it as possible.
+. "$(dirname "$0")/lib.sh"
+
+G=/sys/kernel/hwconvey/guest
+H=/sys/kernel/hwconvey/host
+M=/sys/devices/system/memory
+in_sync() {
+	for i in $(seq 50); do
+		[ "$(cat $G/generation)" = "$(cat $H/generation)" ] && return 0
+		sleep 0.1
+	done
+	fail "guest at generation $(cat $G/generation), host at $(cat $H/generation)"
+}
+online_blocks() { awk '{print $8}' $H/inventory; }
+field() { tr ' ' '\n' <"$1" | grep -A1 -x "$2" | tail -1; }
+
+load_host
+load_guest
+vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+bind hwc0 virtio_vdpa
+in_sync
+before=$(online_blocks)
+events=$(cat $H/memory_events)
+victim=
+for m in $(ls -d $M/memory[0-9]* | sort -V | tac); do
+	if echo offline >$m/state 2>/dev/null; then victim=${m##*/memory}; break; fi
+done
+[ -n "$victim" ] || fail "no memory block could go offline"
+in_sync
+[ "$(cat $H/memory_events)" -gt "$events" ] || fail "the host saw no memory event"
+[ "$(online_blocks)" = $((before - 1)) ] || fail "host: $(online_blocks) blocks online, was $before"
+mark
+echo online >$M/memory$victim/state || fail "online memory$victim"
+in_sync
+[ "$(online_blocks)" = "$before" ] || fail "host: $(online_blocks) blocks online after onlining, want $before"
+note "block $victim offline and online: host inventory and guest copy (generation $(cat $G/generation)) followed"
+
+# The first block of a node holds the node's own structures and cannot go
+# offline; ask for blocks until the guest holds one that can.
+realloc=$(cat $H/reallocations)
+moved=
+for try in 1 2 3; do
+	responses=$(cat $G/responses)
+	echo "memory 128 node 1" >$G/request
+	for i in $(seq 50); do [ "$(cat $G/responses)" -gt "$responses" ] && break; sleep 0.1; done
+	in_sync
+	grep -qE 'status (granted|partial)' $G/last_response || fail "memory not granted: $(cat $G/last_response)"
+	last=$(cat $H/hwc0/blocks | tr ',' '\n' | tail -1 | sed 's/.*-//')
+	held=$(field $G/allocation memory_mib)
+	if echo offline >$M/memory$last/state 2>/dev/null; then moved=$last; break; fi
+done
+[ -n "$moved" ] || fail "none of the guest's blocks ($(cat $H/hwc0/blocks)) could go offline"
+in_sync
+[ "$(cat $H/reallocations)" = $((realloc + 1)) ] || fail "no replacement: reallocations $(cat $H/reallocations)"
+cat $H/hwc0/blocks | tr ',' '\n' | grep -qx "$moved" && fail "block $moved still allocated after going offline"
+[ "$(field $G/allocation memory_mib)" = "$held" ] || fail "guest copy: $(cat $G/allocation), held $held MiB before"
+note "the guest's block $moved went offline: replaced (blocks now $(cat $H/hwc0/blocks)); the guest still holds $held MiB"
+echo online >$M/memory$moved/state || fail "online memory$moved"
+in_sync
+vdpa dev del hwc0
+unload_all
