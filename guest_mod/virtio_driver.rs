@@ -16,7 +16,7 @@ use crate::proto::{
     in_kernel::{new_guest_copy, KGuestCopy},
     message::{
         encode_ack, encode_request, Motive, Request, RequestKind, Response, HEADER_SIZE,
-        MAX_MSG_SIZE, MOTIVE_MANUAL, NODE_ANY,
+        MAX_MSG_SIZE, MOTIVE_MANUAL, MOTIVE_RESYNC, NODE_ANY,
     },
 };
 use crate::sampler::{SampleTimer, Sampler, SAMPLE};
@@ -147,7 +147,7 @@ impl Guest {
         *self.last_response.lock()
     }
 
-    fn receive(&self, msg: &[u8], ack: &mut Option<u64>) {
+    fn receive(&self, msg: &[u8], ack: &mut Option<u64>, resync: &mut bool) {
         bump(&self.stats.received);
         let mut copy = self.copy.lock();
         match copy.receive(msg) {
@@ -203,6 +203,10 @@ impl Guest {
             }
             Err(e) => {
                 drop(copy);
+                // A delta that does not follow the stored copy: only a snapshot can help.
+                if e == crate::proto::error::Error::Gap {
+                    *resync = true;
+                }
                 let n = self.stats.bad.fetch_add(1, Ordering::Relaxed) + 1;
                 if n <= 8 || n.is_power_of_two() {
                     pr_warn!(
@@ -225,11 +229,12 @@ impl virtqueue::Handler for Guest {
             guest.sample(&vqs);
         }
         let mut ack = None;
+        let mut resync = false;
         let mut q = vqs.lock();
         let events = usize::from(EVENTQ);
         while let Ok(Some(used)) = q.get_buf(events) {
             match used.written() {
-                Ok(bytes) => guest.receive(bytes, &mut ack),
+                Ok(bytes) => guest.receive(bytes, &mut ack, &mut resync),
                 Err(_) => bump(&guest.stats.bad),
             }
             if q.add_inbuf(events, used.into_buffer()).is_err() {
@@ -242,6 +247,19 @@ impl virtqueue::Handler for Guest {
         drop(q);
         if let Some(generation) = ack {
             let _ = send(&vqs, |buf| Ok(encode_ack(generation, buf)?));
+        }
+        if resync {
+            let req = Request {
+                id: guest.next_request.fetch_add(1, Ordering::Relaxed),
+                kind: RequestKind::Snapshot,
+                node: NODE_ANY,
+                amount: 0,
+                motive: Motive {
+                    source: MOTIVE_RESYNC,
+                    ..Motive::default()
+                },
+            };
+            let _ = send_request(&vqs, &req);
         }
     }
 }
