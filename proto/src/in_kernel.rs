@@ -37,6 +37,7 @@ pub fn new_guest_copy() -> Result<KGuestCopy> {
 
 impl From<Error> for kernel::error::Error {
     fn from(e: Error) -> Self {
-        kernel::error::Error::from_errno(-e.errno())
+        // errno() is a small positive constant: negating cannot overflow.
+        kernel::error::Error::from_errno(0i32.saturating_sub(e.errno()))
     }
 }

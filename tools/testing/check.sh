@@ -5,7 +5,7 @@
 #   1. set-up (toolchain, kernel source) and the test kernel, cached;
 #   2. native tests of the protocol core and tools (cargo test), clippy,
 #      and a bounded fuzz run;
-#   3. both modules, built against the test kernel;
+#   3. both modules, built against the test kernel, and again under clippy;
 #   4. in a VM: load both modules, read back every KUnit suite, then run
 #      the scenario tests (tools/testing/scenarios).
 # Ends with "check: N passed, N failed".
@@ -43,6 +43,15 @@ log "bounded fuzz run"
 
 log "modules"
 "$here/modules.sh"
+# The modules again, through clippy-driver: any warning fails the check.
+log "clippy on the modules"
+touch host_mod/hwconvey_host.rs guest_mod/hwconvey_guest.rs
+"$here/modules.sh" CLIPPY=1 >"$logs/clippy" 2>&1 || true
+if grep -qE '^(warning|error)' "$logs/clippy"; then
+	grep -E '^(warning|error)' -A6 "$logs/clippy"
+	log "clippy reported problems in the modules"
+	failed=$((failed + 1))
+fi
 
 log "KUnit suites and scenarios in the VM"
 set +e

@@ -14,7 +14,7 @@ export PATH="$HWC_TOOLS/venv/bin:$PATH"
 
 # The toolchain goes on make's command line: the kernel Makefile's own
 # assignments beat the environment.
-KMAKE_VARS=(LLVM=-19 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+KMAKE_VARS=(LLVM=-19 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CLIPPY_DRIVER=/usr/bin/clippy-driver
 	BINDGEN="$BINDGEN" RUST_LIB_SRC="$RUST_LIB_SRC")
 
 log() { printf '[hwconvey] %s\n' "$*" >&2; }

@@ -16,7 +16,7 @@ BINDGEN_VERSION=0.73.2
 VIRTME_NG_VERSION=1.38
 
 debs=(
-	rustc-web rust-web-src
+	rustc-web rust-web-src rust-web-clippy
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	qemu-system-x86 flex bison bc libelf-dev libssl-dev cpio kmod
 	iproute2 make gcc python3-pip busybox-static udev numactl
