@@ -4,6 +4,7 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
+use crate::proto::inventory::Owner;
 use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL, NODE_ANY};
 use crate::sampler::KNOBS;
 use crate::virtio_driver::{bench_roundtrip, send_request, Guest, RoundTrips};
@@ -295,7 +296,89 @@ fn show_samples_recent(_: &Knobs, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static ATTRS: [Attribute<Knobs>; 17] = [
+fn show_last_diff(_: &Knobs, page: &mut Page<'_>) -> Result {
+    let Some((generation, d)) = current()?.handler().last_diff() else {
+        writeln!(page, "none")?;
+        return Ok(());
+    };
+    writeln!(
+        page,
+        "generation {generation} cpus_added {} cpus_removed {} cpus_onlined {} cpus_offlined {} \
+         cpus_reassigned {} cpus_moved {} my_cpus_gained {} my_cpus_lost {} blocks_added {} \
+         blocks_removed {} blocks_onlined {} blocks_offlined {} blocks_reassigned {} \
+         my_blocks_gained {} my_blocks_lost {} nodes_changed {}",
+        d.cpus_added,
+        d.cpus_removed,
+        d.cpus_onlined,
+        d.cpus_offlined,
+        d.cpus_reassigned,
+        d.cpus_moved,
+        d.my_cpus_gained,
+        d.my_cpus_lost,
+        d.blocks_added,
+        d.blocks_removed,
+        d.blocks_onlined,
+        d.blocks_offlined,
+        d.blocks_reassigned,
+        d.my_blocks_gained,
+        d.my_blocks_lost,
+        d.nodes_changed
+    )?;
+    Ok(())
+}
+
+/// The stored copy, summed up: "cpus <n> online <n> mine <n> blocks <n> online <n> mine <n>
+/// block_mib <MiB> nodes <n>".
+fn show_inventory(_: &Knobs, page: &mut Page<'_>) -> Result {
+    let vqs = current()?;
+    vqs.handler().with_copy(|copy| -> Result {
+        let inv = copy.stored();
+        let me = copy.me();
+        let d = inv.dims();
+        let cpus_online = inv.cpus().iter().filter(|c| c.online()).count();
+        let cpus_mine = inv.cpus().iter().filter(|c| c.owner == me).count();
+        let blocks_online = inv.blocks().iter().filter(|b| b.online()).count();
+        let blocks_mine = inv.blocks().iter().filter(|b| b.owner == me).count();
+        writeln!(
+            page,
+            "cpus {} online {cpus_online} mine {cpus_mine} blocks {} online {blocks_online} \
+             mine {blocks_mine} block_mib {} nodes {}",
+            d.cpus,
+            d.blocks,
+            inv.block_mib(),
+            d.nodes
+        )?;
+        Ok(())
+    })
+}
+
+/// One line per online CPU of the stored copy: "cpu <id> node <n> <free|mine|guest <g>|host>".
+fn show_cpus(_: &Knobs, page: &mut Page<'_>) -> Result {
+    let vqs = current()?;
+    vqs.handler().with_copy(|copy| -> Result {
+        let me = copy.me();
+        for (i, c) in copy
+            .stored()
+            .cpus()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.online())
+        {
+            if c.owner == me {
+                writeln!(page, "cpu {i} node {} mine", c.node)?;
+            } else if c.owner == Owner::FREE {
+                writeln!(page, "cpu {i} node {} free", c.node)?;
+            } else if c.owner == Owner::HOST {
+                writeln!(page, "cpu {i} node {} host", c.node)?;
+            } else {
+                writeln!(page, "cpu {i} node {} guest {}", c.node, c.owner.0)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+static ATTRS: [Attribute<Knobs>; 20] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"messages_received", show_received),
@@ -313,6 +396,9 @@ static ATTRS: [Attribute<Knobs>; 17] = [
     Attribute::rw(c"hysteresis", show_hysteresis, store_hysteresis),
     Attribute::ro(c"projection", show_projection),
     Attribute::ro(c"samples_recent", show_samples_recent),
+    Attribute::ro(c"last_diff", show_last_diff),
+    Attribute::ro(c"inventory", show_inventory),
+    Attribute::ro(c"cpus", show_cpus),
 ];
 
 /// The guest's sysfs directory. Dropped before the module's driver registration goes away.

@@ -70,6 +70,9 @@ pub(crate) struct Guest {
     held_mib: AtomicU64,
     #[pin]
     last_response: Mutex<Option<Response>>,
+    /// What the last applied update changed, and its generation.
+    #[pin]
+    last_diff: Mutex<Option<(u64, crate::proto::diff::Diff)>>,
     /// Signalled on every response.
     #[pin]
     answered: CondVar,
@@ -142,6 +145,16 @@ impl Guest {
         }
     }
 
+    /// What the last applied update changed.
+    pub(crate) fn last_diff(&self) -> Option<(u64, crate::proto::diff::Diff)> {
+        *self.last_diff.lock()
+    }
+
+    /// Runs `f` on the stored copy of the host.
+    pub(crate) fn with_copy<R>(&self, f: impl FnOnce(&KGuestCopy) -> R) -> R {
+        f(&self.copy.lock())
+    }
+
     /// The host's last answer to a request.
     pub(crate) fn last_response(&self) -> Option<Response> {
         *self.last_response.lock()
@@ -160,6 +173,7 @@ impl Guest {
                 let mine = copy.stored().allocation(copy.me());
                 let host_cpus = copy.stored().cpus().iter().filter(|c| c.online()).count();
                 drop(copy);
+                *self.last_diff.lock() = Some((generation, diff));
                 self.held_cpus.store(mine.cpus, Ordering::Relaxed);
                 self.held_mib.store(mine.mem_mib, Ordering::Relaxed);
                 bump(if snapshot {
@@ -418,6 +432,7 @@ impl GuestDriver {
                 held_cpus: AtomicU32::new(0),
                 held_mib: AtomicU64::new(0),
                 last_response <- new_mutex!(None),
+                last_diff <- new_mutex!(None),
                 answered <- new_condvar!(),
                 updated_ns: AtomicI64::new(0),
                 next_request: AtomicU32::new(1),

@@ -15,7 +15,7 @@ use crate::proto::{
     message::{decode_guest_msg, GuestMsg, RequestKind, SnapshotEncoder, MAX_MSG_SIZE},
 };
 use crate::Host;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use kernel::{
     new_mutex,
     prelude::*,
@@ -36,6 +36,9 @@ pub(crate) struct DevInfo {
     /// For the files that show or set the guest's allocation and quota.
     pub(crate) host: Option<Arc<Host>>,
     pub(crate) running: AtomicBool,
+    /// The process whose address space the device's rings live in (the VMM,
+    /// through vhost-vdpa's `bind_mm`), or 0.
+    pub(crate) owner: AtomicI32,
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) requests: AtomicU64,
@@ -301,6 +304,10 @@ impl vdpa::SoftDevice for HwcDevice {
     }
 
     fn owner_changed(dev: &vdpa::Device<Self>, owner: Option<kernel::task::Pid>) {
+        dev.data()
+            .stats
+            .owner
+            .store(owner.unwrap_or(0), Ordering::Relaxed);
         match owner {
             Some(pid) => pr_info!(
                 "{}: bound to the address space of process {}\n",

@@ -208,33 +208,10 @@ static HOST_ATTRS: [Attribute<Host>; 20] = [
     Attribute::ro(c"cpus", show_host_cpus),
 ];
 
-/// Writes ids as a range list, e.g. "0-2,5".
+/// Writes the indices of `ids` as a range list ("0-2,5") and a newline.
 fn write_ranges(page: &mut Page<'_>, ids: impl Iterator<Item = usize>) -> Result {
-    let mut run: Option<(usize, usize)> = None;
-    let mut first = true;
-    let flush = |page: &mut Page<'_>, r: (usize, usize), first: &mut bool| -> Result {
-        let sep = if *first { "" } else { "," };
-        *first = false;
-        if r.0 == r.1 {
-            write!(page, "{sep}{}", r.0)?;
-        } else {
-            write!(page, "{sep}{}-{}", r.0, r.1)?;
-        }
-        Ok(())
-    };
-    for id in ids {
-        run = match run {
-            Some((a, b)) if b + 1 == id => Some((a, id)),
-            Some(r) => {
-                flush(page, r, &mut first)?;
-                Some((id, id))
-            }
-            None => Some((id, id)),
-        };
-    }
-    if let Some(r) = run {
-        flush(page, r, &mut first)?;
-    }
+    // Tables are bounded by the protocol limits (16384 CPUs, 65536 blocks): every index fits.
+    crate::proto::idlist::write(page, ids.filter_map(|i| u32::try_from(i).ok()))?;
     writeln!(page)?;
     Ok(())
 }
@@ -277,6 +254,14 @@ fn num(page: &mut Page<'_>, c: &AtomicU64) -> Result {
 
 fn show_guest_id(d: &DevInfo, page: &mut Page<'_>) -> Result {
     writeln!(page, "{}", d.guest_id)?;
+    Ok(())
+}
+
+fn show_owner_pid(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    match d.owner.load(Ordering::Relaxed) {
+        0 => writeln!(page, "none")?,
+        pid => writeln!(page, "{pid}")?,
+    }
     Ok(())
 }
 
@@ -420,7 +405,7 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static DEVICE_ATTRS: [Attribute<DevInfo>; 16] = [
+static DEVICE_ATTRS: [Attribute<DevInfo>; 17] = [
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"cpus", show_cpus),
     Attribute::ro(c"blocks", show_blocks),
@@ -430,6 +415,7 @@ static DEVICE_ATTRS: [Attribute<DevInfo>; 16] = [
     Attribute::ro(c"last_response", show_last_response),
     Attribute::ro(c"guest_id", show_guest_id),
     Attribute::ro(c"running", show_running),
+    Attribute::ro(c"owner_pid", show_owner_pid),
     Attribute::ro(c"messages_sent", show_sent),
     Attribute::ro(c"messages_received", show_received),
     Attribute::ro(c"requests", show_requests),

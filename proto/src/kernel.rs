@@ -20,6 +20,7 @@ pub mod device;
 pub mod diff;
 pub mod error;
 pub mod guest;
+pub mod idlist;
 pub mod in_kernel;
 pub mod inventory;
 pub mod message;

@@ -31,6 +31,7 @@ pub mod device;
 pub mod diff;
 pub mod error;
 pub mod guest;
+pub mod idlist;
 pub mod inventory;
 pub mod message;
 pub mod projection;

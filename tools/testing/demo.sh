@@ -13,4 +13,5 @@ cd "$HWC_ROOT"
 KDIR=${KDIR:-$("$here/build-kernel.sh")}
 export KDIR
 "$here/modules.sh"
+cargo build -q -p hwconvey-tools
 exec "$here/vm-run" --cpus 4 --numa 2 --append movablecore=50% tools/testing/vm/demo.sh

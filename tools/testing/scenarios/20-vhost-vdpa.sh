@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # The same device bound to vhost_vdpa yields a /dev/vhost-vdpa-N character
-# device (what a VMM opens to hand it to a guest); moved back to
-# virtio_vdpa, the guest driver probes it again from scratch.
+# device (what a VMM opens to hand it to a guest), whose owner the host
+# reports; moved back to virtio_vdpa, the guest driver probes it again from
+# scratch.
 . "$(dirname "$0")/lib.sh"
 
 load_host
@@ -16,6 +17,24 @@ udevadm settle 2>/dev/null || true
 [ -c "/dev/$chr" ] || mknod "/dev/$chr" c $(tr ':' ' ' <"/sys/bus/vdpa/devices/hwc0/$chr/dev")
 [ -c "/dev/$chr" ] || fail "/dev/$chr is not a character device"
 note "bound to vhost_vdpa: /dev/$chr"
+# A VMM opens it and takes ownership (VHOST_SET_OWNER): vhost-vdpa binds the
+# device to the VMM's address space, and the host reports which process owns
+# it; closing the file unbinds it.
+H=/sys/kernel/hwconvey/host
+[ "$(cat $H/hwc0/owner_pid)" = none ] || fail "owner_pid before any owner: $(cat $H/hwc0/owner_pid)"
+out=$(python3 - "/dev/$chr" $H/hwc0/owner_pid <<'PY'
+import fcntl, os, sys
+VHOST_SET_OWNER = 0xAF01
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.ioctl(fd, VHOST_SET_OWNER)
+owner = open(sys.argv[2]).read().strip()
+os.close(fd)
+after = open(sys.argv[2]).read().strip()
+print(f"pid {os.getpid()} owner_pid {owner} after close {after}")
+sys.exit(0 if owner == str(os.getpid()) and after == "none" else 1)
+PY
+) || fail "owner_pid did not follow VHOST_SET_OWNER and close: $out"
+note "VHOST_SET_OWNER: $out"
 mark
 bind hwc0 virtio_vdpa
 wait_log 'hwconvey_guest: generation [0-9]+: snapshot applied'

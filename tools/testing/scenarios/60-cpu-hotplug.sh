@@ -47,6 +47,9 @@ grep -qE "^cpu $free_same_node node 1 guest " $H/cpus || fail "cpu $free_same_no
 [ "$(cat $G/allocation | awk '{print $2}')" = "$(echo "$held" | tr ',' '\n' | awk -F- '{n += ($2 == "" ? 1 : $2 - $1 + 1)} END {print n}')" ] ||
 	fail "the guest's copy has $(cat $G/allocation) after the replacement"
 wait_log 'hwconvey_guest: generation [0-9]+: delta applied: host has 3 online CPUs, this guest holds [0-9]+ CPUs .*; 1 CPUs gained, 1 lost'
+grep -qE "my_cpus_gained 1 my_cpus_lost 1 " $G/last_diff || fail "guest last_diff: $(cat $G/last_diff)"
+grep -qx "cpu $free_same_node node 1 mine" $G/cpus || fail "the guest's copy does not show cpu $free_same_node as its own: $(cat $G/cpus)"
+grep -q "^cpu $victim " $G/cpus && fail "the guest's copy still lists cpu $victim online"
 note "cpu $victim offline: replaced by cpu $free_same_node on the same node; guest diff: 1 gained, 1 lost"
 mark
 cpu_online "$victim" 1

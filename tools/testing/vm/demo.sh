@@ -104,6 +104,14 @@ echo "cpus 1" >$G/request
 sleep 1
 show $G/last_response
 
+CTL=$HWC_ROOT/target/debug/hwconveyctl
+if [ -x "$CTL" ]; then
+	say "The same state through hwconveyctl: the host's guests, and the guest's own view as JSON"
+	"$CTL" guests | sed 's/^/  /'
+	"$CTL" --json get guest/allocation | sed 's/^/  guest allocation: /'
+	"$CTL" --json get guest/last_diff | sed 's/^/  guest last diff: /'
+fi
+
 say "Deleting the device"
 next_mark
 vdpa dev del hwc0

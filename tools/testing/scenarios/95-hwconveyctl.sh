@@ -1,0 +1,77 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# hwconveyctl on the real tree: its JSON says what the files say, a knob it
+# sets is set, a bad value comes back with the module's errno and changes
+# nothing, a manual request gets its answer, and watch sees a hotplug event.
+. "$(dirname "$0")/lib.sh"
+
+G=/sys/kernel/hwconvey/guest
+H=/sys/kernel/hwconvey/host
+CTL=${HWCONVEYCTL:-$HWC_ROOT/target/debug/hwconveyctl}
+[ -x "$CTL" ] || fail "$CTL is not built (make check builds it with cargo test)"
+
+load_host
+load_guest
+echo 2 >$H/initial_cpus
+echo 3 >$H/default_quota_cpus
+mark
+vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+bind hwc0 virtio_vdpa
+wait_log 'snapshot applied'
+
+json=$("$CTL" --json status) || fail "hwconveyctl --json status"
+check() { # check PYTHON-EXPRESSION: about the JSON in $json, as v
+	python3 -c "import json, sys; v = json.loads(sys.stdin.read()); sys.exit(0 if ($1) else 1)" <<<"$json" ||
+		fail "hwconveyctl JSON: not $1"
+}
+check "v['host']['generation'] == $(cat $H/generation)"
+check "v['guest']['generation'] == $(cat $G/generation)"
+check "len(v['host']['guests']['hwc0']['cpus']) == 2"
+check "v['host']['guests']['hwc0']['allocation'] == {'cpus': 2, 'memory_mib': 0}"
+check "sorted(c['cpu'] for c in v['guest']['cpus'] if c['owner'] == 'mine') == v['host']['guests']['hwc0']['cpus']"
+"$CTL" guests | grep -qE '^hwc0 +[0-9]+ +1 ' || fail "guests table: $("$CTL" guests)"
+note "status: $("$CTL" guests | sed -n 2p)"
+
+"$CTL" set host/hwc0/quota_cpus 4 || fail "set quota_cpus 4"
+[ "$(cat $H/hwc0/quota_cpus)" = 4 ] || fail "quota_cpus is $(cat $H/hwc0/quota_cpus)"
+err=$("$CTL" set host/rate_limit 0 2>&1) && fail "rate_limit 0 was accepted"
+grep -q "(EINVAL)" <<<"$err" || fail "the error does not name EINVAL: $err"
+[ "$(cat $H/rate_limit)" = 20 ] || fail "a refused write changed rate_limit to $(cat $H/rate_limit)"
+note "set quota_cpus 4; rate_limit 0 refused: ${err#hwconveyctl: }"
+
+answer=$("$CTL" --json request cpus 1) || fail "request cpus 1: $answer"
+python3 -c "import json, sys; a = json.loads(sys.argv[1]); sys.exit(a['status'] != 'granted' or a['amount'] != 1)" "$answer" ||
+	fail "request answer: $answer"
+[ "$(cat $H/hwc0/requests)" -ge 1 ] || fail "the host saw no request"
+note "request cpus 1: $answer"
+
+# watch sees the hotplug event and the guest's CPUs change when one of them
+# goes offline (the host replaces it).
+victim=$(tr ',-' '\n\n' <$H/hwc0/cpus | grep -vx 0 | head -1)
+[ -n "$victim" ] || fail "no offlinable CPU among $(cat $H/hwc0/cpus)"
+"$CTL" --json watch --interval 20 >/tmp/watch.out &
+watcher=$!
+sleep 0.5
+echo 0 >/sys/devices/system/cpu/cpu$victim/online || fail "offline cpu$victim"
+seen() {
+	python3 - "$victim" /tmp/watch.out <<'PY'
+import json, sys
+victim = int(sys.argv[1])
+events = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+paths = {e["path"] for e in events}
+moved = any(e["path"] == "host/hwc0/cpus" and victim in e["old"] and victim not in e["new"] for e in events)
+sys.exit(0 if "host/cpu_events" in paths and moved else 1)
+PY
+}
+for i in $(seq 100); do seen && break; sleep 0.1; done
+kill $watcher
+wait $watcher 2>/dev/null
+seen || fail "watch did not report cpu$victim leaving hwc0: $(cat /tmp/watch.out)"
+note "watch: $(grep -c . /tmp/watch.out) events, among them $(grep '"host/hwc0/cpus"' /tmp/watch.out | head -1)"
+echo 1 >/sys/devices/system/cpu/cpu$victim/online || fail "online cpu$victim"
+
+vdpa dev del hwc0
+unload_all
+"$CTL" status >/dev/null 2>&1 && fail "status succeeded with no module loaded"
+true

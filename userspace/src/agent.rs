@@ -1,0 +1,357 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The VMM-side agent: makes a QEMU VM match what the host allocated to it.
+//!
+//! It reads the VM's allocation from the host module's sysfs directory for
+//! the VM's hwconvey device, asks QEMU over QMP what the VM has, plans with
+//! [`crate::plan`] and applies the plan: hot-adds (or unplugs) vCPUs, pins
+//! each vCPU thread to one allocated host CPU, hot-adds (or unplugs) RAM
+//! bound to the NUMA nodes of the allocated memory blocks. The guest must
+//! online what it gets (`memhp_default_state=online`, or a udev rule).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use hwconvey_proto::idlist;
+use serde_json::{json, Map, Value};
+
+use crate::affinity;
+use crate::plan::{self, Action, Allocation, Dimm, Slot, VcpuThread};
+use crate::qmp::{self, Qmp};
+use crate::tree::Tree;
+
+/// Where the host kernel describes its memory blocks.
+pub const DEFAULT_MEMORY_ROOT: &str = "/sys/devices/system/memory";
+
+/// Why a pass failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The allocation could not be read.
+    Sysfs(String),
+    /// QEMU failed or refused.
+    Qmp(qmp::Error),
+    /// A vCPU thread could not be pinned.
+    Pin(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Sysfs(m) => write!(f, "{m}"),
+            Error::Qmp(e) => write!(f, "{e}"),
+            Error::Pin(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<qmp::Error> for Error {
+    fn from(e: qmp::Error) -> Self {
+        Error::Qmp(e)
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Actions applied.
+    pub done: Vec<Action>,
+    /// Actions QEMU (or the host) refused, and why.
+    pub failed: Vec<(Action, Error)>,
+}
+
+impl Pass {
+    /// Whether the VM already matched its allocation.
+    pub fn settled(&self) -> bool {
+        self.done.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// The agent for one VM.
+pub struct Agent {
+    qmp: Qmp,
+    tree: Tree,
+    device: String,
+    memory_root: PathBuf,
+    pin: bool,
+}
+
+fn sysfs_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Sysfs(format!("{what}: {e}"))
+}
+
+/// The ids of a range list, bounded by `max`.
+fn ids(text: &str, max: u32, what: &str) -> Result<Vec<u32>, Error> {
+    let mut out = Vec::new();
+    for r in idlist::parse(text, max) {
+        let (a, b) = r.map_err(|e| sysfs_err(what, format!("{text:?}: {e:?}")))?;
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
+impl Agent {
+    /// An agent for the VM behind QMP connection `qmp`, whose hwconvey device
+    /// is `device` in `tree`.
+    pub fn new(qmp: Qmp, tree: Tree, device: &str, memory_root: &Path, pin: bool) -> Self {
+        Self {
+            qmp,
+            tree,
+            device: device.to_owned(),
+            memory_root: memory_root.to_owned(),
+            pin,
+        }
+    }
+
+    /// The node of host memory block `index`, from its `node<N>` link.
+    fn block_node(&self, index: u32) -> Option<u32> {
+        let dir = self.memory_root.join(format!("memory{index}"));
+        fs::read_dir(dir).ok()?.find_map(|e| {
+            let name = e.ok()?.file_name();
+            name.to_str()?.strip_prefix("node")?.parse().ok()
+        })
+    }
+
+    /// What the host allocated to the VM.
+    pub fn allocation(&self) -> Result<Allocation, Error> {
+        let dir = format!("host/{}", self.device);
+        let read = |f: &str| {
+            self.tree
+                .read(&format!("{dir}/{f}"))
+                .map_err(|e| sysfs_err(&format!("{dir}/{f}"), e))
+        };
+        let host_cpus = ids(&read("cpus")?, hwconvey_proto::inventory::MAX_CPUS, "cpus")?;
+        let blocks = ids(
+            &read("blocks")?,
+            hwconvey_proto::inventory::MAX_BLOCKS,
+            "blocks",
+        )?;
+        let alloc = read("allocation")?;
+        let memory_mib = match alloc.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["cpus", _, "memory_mib", mib] => mib
+                .parse()
+                .map_err(|_| sysfs_err("allocation", format!("{alloc:?}")))?,
+            _ => return Err(sysfs_err("allocation", format!("unexpected {alloc:?}"))),
+        };
+        let mut memory_nodes: Vec<u32> =
+            blocks.iter().filter_map(|&b| self.block_node(b)).collect();
+        memory_nodes.sort_unstable();
+        memory_nodes.dedup();
+        Ok(Allocation {
+            host_cpus,
+            memory_mib,
+            memory_nodes,
+        })
+    }
+
+    fn slots(&mut self) -> Result<Vec<Slot>, Error> {
+        let list = self.qmp.execute("query-hotpluggable-cpus", Value::Null)?;
+        let mut slots = Vec::new();
+        for s in list.as_array().into_iter().flatten() {
+            let (Some(driver), Some(Value::Object(props))) =
+                (s.get("type").and_then(Value::as_str), s.get("props"))
+            else {
+                continue;
+            };
+            slots.push(Slot {
+                driver: driver.to_owned(),
+                props: props.clone(),
+                qom_path: s.get("qom-path").and_then(Value::as_str).map(str::to_owned),
+            });
+        }
+        Ok(slots)
+    }
+
+    fn threads(&mut self) -> Result<Vec<VcpuThread>, Error> {
+        let list = self.qmp.execute("query-cpus-fast", Value::Null)?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some(VcpuThread {
+                    cpu_index: c.get("cpu-index")?.as_u64()?,
+                    thread_id: i32::try_from(c.get("thread-id")?.as_i64()?).ok()?,
+                })
+            })
+            .collect())
+    }
+
+    fn dimms(&mut self) -> Result<Vec<Dimm>, Error> {
+        let list = self.qmp.execute("query-memory-devices", Value::Null)?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                let data = d.get("data")?;
+                Some(Dimm {
+                    id: data.get("id")?.as_str()?.to_owned(),
+                    size_mib: data.get("size")?.as_u64()? >> 20,
+                })
+            })
+            .collect())
+    }
+
+    fn backends(&mut self) -> Result<Vec<String>, Error> {
+        let list = self
+            .qmp
+            .execute("qom-list", json!({ "path": "/objects" }))?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.get("name")?.as_str().map(str::to_owned))
+            .filter(|n| n.starts_with(plan::DIMM_PREFIX))
+            .collect())
+    }
+
+    /// The actions that would bring the VM to its allocation now.
+    pub fn plan(&mut self) -> Result<Vec<Action>, Error> {
+        let alloc = self.allocation()?;
+        let slots = self.slots()?;
+        let mut actions = plan::vcpus(alloc.host_cpus.len(), &slots);
+        if self.pin && actions.is_empty() {
+            let threads = self.threads()?;
+            actions.extend(plan::pins(&threads, &alloc.host_cpus, |tid| {
+                affinity::get(tid).ok()
+            }));
+        }
+        let dimms = self.dimms()?;
+        let backends = self.backends()?;
+        actions.extend(plan::memory(&alloc, &dimms, &backends));
+        Ok(actions)
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(), Error> {
+        match action {
+            Action::AddVcpu { id, driver, props } => {
+                let mut args = props.clone();
+                args.insert("driver".into(), json!(driver));
+                args.insert("id".into(), json!(id));
+                self.qmp.execute("device_add", Value::Object(args))?;
+            }
+            Action::RemoveVcpu { id } | Action::RemoveMemory { dimm: id } => {
+                self.qmp.execute("device_del", json!({ "id": id }))?;
+            }
+            Action::Pin {
+                thread_id,
+                host_cpu,
+                ..
+            } => {
+                affinity::set(*thread_id, &[*host_cpu]).map_err(|e: io::Error| {
+                    Error::Pin(format!("pinning thread {thread_id} to CPU {host_cpu}: {e}"))
+                })?;
+            }
+            Action::AddMemory {
+                dimm,
+                size_mib,
+                host_nodes,
+            } => {
+                let backend = format!("{dimm}-ram");
+                let mut obj = Map::new();
+                obj.insert("qom-type".into(), json!("memory-backend-ram"));
+                obj.insert("id".into(), json!(backend));
+                obj.insert("size".into(), json!(size_mib << 20));
+                if !host_nodes.is_empty() {
+                    obj.insert("host-nodes".into(), json!(host_nodes));
+                    obj.insert("policy".into(), json!("bind"));
+                }
+                self.qmp.execute("object-add", Value::Object(obj))?;
+                let plugged = self.qmp.execute(
+                    "device_add",
+                    json!({ "driver": "pc-dimm", "id": dimm, "memdev": backend }),
+                );
+                if let Err(e) = plugged {
+                    // Leave nothing behind: the next pass starts from scratch.
+                    let _ = self.qmp.execute("object-del", json!({ "id": backend }));
+                    return Err(e.into());
+                }
+            }
+            Action::DropBackend { id } => {
+                self.qmp.execute("object-del", json!({ "id": id }))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass: plans, then applies every action; one that fails does not
+    /// stop the others (an unplug the guest refuses must not hold up an add).
+    pub fn reconcile(&mut self) -> Result<Pass, Error> {
+        let mut pass = Pass::default();
+        for a in self.plan()? {
+            match self.apply(&a) {
+                Ok(()) => pass.done.push(a),
+                Err(e) => pass.failed.push((a, e)),
+            }
+        }
+        Ok(pass)
+    }
+
+    /// The QMP connection, for callers that query the VM themselves.
+    pub fn qmp(&mut self) -> &mut Qmp {
+        &mut self.qmp
+    }
+}
+
+/// The hwconvey device whose rings live in process `pid`'s address space
+/// (`host/<device>/owner_pid`): a VM's device, found from its VMM's pid.
+pub fn device_of(tree: &Tree, pid: u32) -> io::Result<Option<String>> {
+    for dev in tree.devices()? {
+        if let Ok(owner) = tree.read(&format!("host/{dev}/owner_pid")) {
+            if owner.parse::<u32>().ok() == Some(pid) {
+                return Ok(Some(dev));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// One line describing an action, for the agent's log.
+pub fn describe(a: &Action) -> String {
+    match a {
+        Action::AddVcpu { id, props, .. } => {
+            format!("add vCPU {id} {}", Value::Object(props.clone()))
+        }
+        Action::RemoveVcpu { id } => format!("unplug vCPU {id}"),
+        Action::Pin {
+            cpu_index,
+            thread_id,
+            host_cpu,
+        } => {
+            format!("pin vCPU {cpu_index} (thread {thread_id}) to host CPU {host_cpu}")
+        }
+        Action::AddMemory {
+            dimm,
+            size_mib,
+            host_nodes,
+        } => {
+            format!("add {size_mib} MiB as {dimm}, bound to host nodes {host_nodes:?}")
+        }
+        Action::RemoveMemory { dimm } => format!("unplug memory {dimm}"),
+        Action::DropBackend { id } => format!("delete backend {id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_device_a_vmm_owns() {
+        let root = std::env::temp_dir().join(format!("hwconvey-owner-{}", std::process::id()));
+        for (dev, owner) in [("hwc0", "none"), ("hwc1", "4242"), ("hwc2", "42")] {
+            fs::create_dir_all(root.join("host").join(dev)).unwrap();
+            fs::write(
+                root.join("host").join(dev).join("owner_pid"),
+                format!("{owner}\n"),
+            )
+            .unwrap();
+        }
+        let tree = Tree::new(&root);
+        assert_eq!(device_of(&tree, 42).unwrap().as_deref(), Some("hwc2"));
+        assert_eq!(device_of(&tree, 4242).unwrap().as_deref(), Some("hwc1"));
+        assert_eq!(device_of(&tree, 7).unwrap(), None);
+        fs::remove_dir_all(&root).unwrap();
+    }
+}

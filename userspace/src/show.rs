@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Reading a whole side of the tree, as JSON or as tables.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+use crate::text;
+use crate::tree::{describe, Side, Tree};
+
+/// Every attribute in directory `rel`, parsed; a file that fails to read
+/// shows its error (the guest's files fail with ENODEV while no device is
+/// bound).
+pub fn dir_json(tree: &Tree, rel: &str) -> Value {
+    let mut obj = Map::new();
+    let files = match tree.files(rel) {
+        Ok(f) => f,
+        Err(e) => return json!({ "error": describe(&e) }),
+    };
+    for name in files {
+        let v = match tree.read(&format!("{rel}/{name}")) {
+            Ok(t) => text::value(&name, &t),
+            Err(e) => json!({ "error": describe(&e) }),
+        };
+        obj.insert(name, v);
+    }
+    Value::Object(obj)
+}
+
+/// One side as JSON; the host's device directories go under "guests".
+pub fn side_json(tree: &Tree, side: Side) -> Value {
+    let mut v = dir_json(tree, side.dir());
+    if side == Side::Host {
+        let mut guests = Map::new();
+        for dev in tree.devices().unwrap_or_default() {
+            guests.insert(dev.clone(), dir_json(tree, &format!("host/{dev}")));
+        }
+        if let Value::Object(o) = &mut v {
+            o.insert("guests".into(), Value::Object(guests));
+        }
+    }
+    v
+}
+
+/// Both sides, those whose module is loaded.
+pub fn status_json(tree: &Tree) -> Value {
+    let mut obj = Map::new();
+    for side in [Side::Host, Side::Guest] {
+        if tree.has(side) {
+            obj.insert(side.dir().into(), side_json(tree, side));
+        }
+    }
+    Value::Object(obj)
+}
+
+/// The attributes of `rel` as an aligned "name  value" list; multi-line
+/// values are indented under their name.
+pub fn dir_text(tree: &Tree, rel: &str, out: &mut String) {
+    let files = tree.files(rel).unwrap_or_default();
+    let width = files.iter().map(String::len).max().unwrap_or(0);
+    for name in files {
+        let value = tree
+            .read(&format!("{rel}/{name}"))
+            .unwrap_or_else(|e| format!("<{}>", describe(&e)));
+        if value.contains('\n') {
+            let _ = writeln!(out, "{name}:");
+            for l in value.lines() {
+                let _ = writeln!(out, "    {l}");
+            }
+        } else {
+            let _ = writeln!(out, "{name:width$}  {value}");
+        }
+    }
+}
+
+/// Columns of the guests table: header and attribute file.
+const GUEST_COLUMNS: &[(&str, &str)] = &[
+    ("GUEST", "guest_id"),
+    ("RUN", "running"),
+    ("CPUS", "cpus"),
+    ("BLOCKS", "blocks"),
+    ("QUOTA_CPUS", "quota_cpus"),
+    ("QUOTA_MIB", "quota_memory_mib"),
+    ("SENT", "messages_sent"),
+    ("RECV", "messages_received"),
+    ("BAD", "bad_messages"),
+    ("DROPPED", "dropped_updates"),
+    ("LAST_RESPONSE", "last_response"),
+];
+
+/// One row per host device (one per guest).
+pub fn guests_text(tree: &Tree, out: &mut String) {
+    let devices = tree.devices().unwrap_or_default();
+    let mut rows = vec![std::iter::once("DEVICE".to_owned())
+        .chain(GUEST_COLUMNS.iter().map(|(h, _)| (*h).to_owned()))
+        .collect::<Vec<_>>()];
+    for dev in &devices {
+        let mut row = vec![dev.clone()];
+        for (_, file) in GUEST_COLUMNS {
+            let v = tree
+                .read(&format!("host/{dev}/{file}"))
+                .unwrap_or_else(|_| "?".into());
+            let v = if v.is_empty() { "-".to_owned() } else { v };
+            row.push(if *file == "last_response" {
+                short_response(&v)
+            } else {
+                v
+            });
+        }
+        rows.push(row);
+    }
+    table(&rows, out);
+    if devices.is_empty() {
+        let _ = writeln!(
+            out,
+            "(no hwconvey devices: vdpa dev add name <name> mgmtdev hwconvey)"
+        );
+    }
+}
+
+/// "id 3 kind cpus status partial reason quota amount 1 generation 9" →
+/// "partial cpus 1 (quota)".
+fn short_response(v: &str) -> String {
+    let Value::Object(o) = text::line(v) else {
+        return v.to_owned();
+    };
+    let s = |k: &str| {
+        o.get(k)
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+            .unwrap_or_default()
+    };
+    let reason = s("reason");
+    let mut out = format!("{} {} {}", s("status"), s("kind"), s("amount"));
+    if !reason.is_empty() && reason != "none" {
+        let _ = write!(out, " ({reason})");
+    }
+    out
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(rows: &[Vec<String>], out: &mut String) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:w$}  ", w = widths[c]);
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_shorten() {
+        assert_eq!(
+            short_response("id 3 kind cpus status partial reason quota amount 1 generation 9"),
+            "partial cpus 1 (quota)"
+        );
+        assert_eq!(
+            short_response("id 1 kind memory status granted reason none amount 256 generation 2"),
+            "granted memory 256"
+        );
+        assert_eq!(short_response("none"), "none");
+    }
+
+    #[test]
+    fn tables_align() {
+        let rows = vec![
+            vec!["A".to_owned(), "BBB".to_owned(), "C".to_owned()],
+            vec!["aaaa".to_owned(), "b".to_owned(), "c c".to_owned()],
+        ];
+        let mut out = String::new();
+        table(&rows, &mut out);
+        assert_eq!(out, "A     BBB  C\naaaa  b    c c\n");
+    }
+}

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Watching the tree for what changes: new generations, allocations, diffs,
+//! requests and answers, devices coming and going.
+//!
+//! sysfs does not tell inotify about attribute changes, so this samples the
+//! attributes that describe events and reports differences between samples.
+
+use std::collections::BTreeMap;
+
+use crate::tree::{Side, Tree};
+
+/// Host attributes that change on events.
+const HOST_FILES: &[&str] = &["generation", "free_cpus", "cpu_events", "memory_events"];
+/// Per-device attributes that change on events.
+const DEVICE_FILES: &[&str] = &[
+    "running",
+    "allocation",
+    "cpus",
+    "blocks",
+    "last_request",
+    "last_response",
+    "bad_messages",
+    "dropped_updates",
+];
+/// Guest attributes that change on events.
+const GUEST_FILES: &[&str] = &[
+    "generation",
+    "allocation",
+    "last_diff",
+    "request",
+    "last_response",
+    "bad_messages",
+];
+
+/// The watched attributes' texts at one moment, by path. A file that does
+/// not read (no device bound) is absent.
+pub type Sample = BTreeMap<String, String>;
+
+/// Reads every watched attribute.
+pub fn sample(tree: &Tree) -> Sample {
+    let mut s = Sample::new();
+    let mut read = |rel: String| {
+        if let Ok(v) = tree.read(&rel) {
+            s.insert(rel, v);
+        }
+    };
+    if tree.has(Side::Host) {
+        for f in HOST_FILES {
+            read(format!("host/{f}"));
+        }
+        for dev in tree.devices().unwrap_or_default() {
+            for f in DEVICE_FILES {
+                read(format!("host/{dev}/{f}"));
+            }
+        }
+    }
+    if tree.has(Side::Guest) {
+        for f in GUEST_FILES {
+            read(format!("guest/{f}"));
+        }
+    }
+    s
+}
+
+/// One difference between two samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The attribute, relative to the root.
+    pub path: String,
+    /// Its text before, if it existed.
+    pub old: Option<String>,
+    /// Its text now, if it exists.
+    pub new: Option<String>,
+}
+
+/// What differs from `old` to `new`, by path.
+pub fn changes(old: &Sample, new: &Sample) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (path, v) in new {
+        if old.get(path) != Some(v) {
+            out.push(Change {
+                path: path.clone(),
+                old: old.get(path).cloned(),
+                new: Some(v.clone()),
+            });
+        }
+    }
+    for (path, v) in old {
+        if !new.contains_key(path) {
+            out.push(Change {
+                path: path.clone(),
+                old: Some(v.clone()),
+                new: None,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(pairs: &[(&str, &str)]) -> Sample {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn reports_changed_new_and_gone() {
+        let a = s(&[
+            ("host/generation", "4"),
+            ("host/hwc0/cpus", "0"),
+            ("guest/generation", "4"),
+        ]);
+        let b = s(&[
+            ("host/generation", "5"),
+            ("guest/generation", "4"),
+            ("host/hwc1/cpus", "1"),
+        ]);
+        let c = changes(&a, &b);
+        let paths: Vec<_> = c
+            .iter()
+            .map(|c| (c.path.as_str(), c.old.as_deref(), c.new.as_deref()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("host/generation", Some("4"), Some("5")),
+                ("host/hwc0/cpus", Some("0"), None),
+                ("host/hwc1/cpus", None, Some("1")),
+            ]
+        );
+        assert!(changes(&b, &b).is_empty());
+    }
+}
