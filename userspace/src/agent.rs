@@ -120,7 +120,10 @@ impl Agent {
                 .read(&format!("{dir}/{f}"))
                 .map_err(|e| sysfs_err(&format!("{dir}/{f}"), e))
         };
-        let host_cpus = ids(&read("cpus")?, hwconvey_proto::inventory::MAX_CPUS, "cpus")?;
+        let mut host_cpus = ids(&read("cpus")?, hwconvey_proto::inventory::MAX_CPUS, "cpus")?;
+        // A set: the host never lists a CPU twice, and neither may the text.
+        host_cpus.sort_unstable();
+        host_cpus.dedup();
         let blocks = ids(
             &read("blocks")?,
             hwconvey_proto::inventory::MAX_BLOCKS,

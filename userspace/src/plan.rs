@@ -158,8 +158,11 @@ pub fn vcpus(allocated: usize, slots: &[Slot]) -> Vec<Action> {
     actions
 }
 
-/// Pins the i-th vCPU (by index) to the i-th allocated host CPU, where it is
-/// not pinned so already (`pinned` tells a thread's current CPUs). vCPUs
+/// Pins each of the first vCPUs (by index), one per allocated host CPU, to
+/// a CPU of its own (`host_cpus` ascending, no duplicates; `pinned` tells a
+/// thread's current CPUs). Pins are stable: a vCPU already pinned to a CPU
+/// that is still allocated to the VM keeps it, so when the host replaces one
+/// CPU only one vCPU moves. The others get the remaining CPUs in order. vCPUs
 /// beyond the allocation are left alone. Nothing when vCPUs share a thread
 /// (single-threaded TCG): pinning one would pin them all.
 pub fn pins(
@@ -175,14 +178,29 @@ pub fn pins(
     if tids.len() != sorted.len() {
         return Vec::new();
     }
+    sorted.truncate(host_cpus.len());
+    let mut taken: Vec<u32> = Vec::new();
+    let keeps: Vec<bool> = sorted
+        .iter()
+        .map(|t| match pinned(t.thread_id).as_deref() {
+            Some(&[cpu]) if host_cpus.contains(&cpu) && !taken.contains(&cpu) => {
+                taken.push(cpu);
+                true
+            }
+            _ => false,
+        })
+        .collect();
+    let mut free = host_cpus.iter().filter(|c| !taken.contains(c));
     sorted
         .iter()
-        .zip(host_cpus)
-        .filter(|(t, &cpu)| pinned(t.thread_id).as_deref() != Some(&[cpu][..]))
-        .map(|(t, &cpu)| Action::Pin {
-            cpu_index: t.cpu_index,
-            thread_id: t.thread_id,
-            host_cpu: cpu,
+        .zip(keeps)
+        .filter(|(_, keep)| !keep)
+        .filter_map(|(t, _)| {
+            Some(Action::Pin {
+                cpu_index: t.cpu_index,
+                thread_id: t.thread_id,
+                host_cpu: *free.next()?,
+            })
         })
         .collect()
 }
@@ -316,6 +334,38 @@ mod tests {
         );
         s.truncate(0);
         assert_eq!(vcpus(2, &s), []);
+    }
+
+    #[test]
+    fn pins_are_stable_when_one_cpu_is_replaced() {
+        let threads: Vec<VcpuThread> = (0..3)
+            .map(|i| VcpuThread {
+                cpu_index: i,
+                thread_id: 10 + i as i32,
+            })
+            .collect();
+        // Pinned 10->0, 11->1, 12->2; CPU 1 is replaced by CPU 3: only
+        // vCPU 1 moves.
+        let now = |tid: i32| Some(vec![(tid - 10) as u32]);
+        assert_eq!(
+            pins(&threads, &[0, 2, 3], now),
+            [Action::Pin {
+                cpu_index: 1,
+                thread_id: 11,
+                host_cpu: 3
+            }]
+        );
+        // Two vCPUs on one CPU: the second moves to the free one.
+        let same = |_: i32| Some(vec![0]);
+        assert_eq!(
+            pins(&threads[..2], &[0, 1], same),
+            [Action::Pin {
+                cpu_index: 1,
+                thread_id: 11,
+                host_cpu: 1
+            }]
+        );
+        assert_eq!(pins(&threads, &[0, 1, 2], now), []);
     }
 
     #[test]

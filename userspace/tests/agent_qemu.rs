@@ -69,6 +69,10 @@ fn allocate(dir: &Path, cpus: &str, blocks: &str, allocation: &str) {
 }
 
 fn agent(vm: &Vm) -> Agent {
+    agent_pinning(vm, true)
+}
+
+fn agent_pinning(vm: &Vm, pin: bool) -> Agent {
     // Memory blocks 4-7 of a fake host, all on node 0 (which every host has).
     for b in 4..8 {
         fs::create_dir_all(vm.dir.join(format!("mem/memory{b}/node0"))).unwrap();
@@ -79,7 +83,7 @@ fn agent(vm: &Vm) -> Agent {
         Tree::new(vm.dir.join("root")),
         "hwc0",
         &vm.dir.join("mem"),
-        true,
+        pin,
     )
 }
 
@@ -203,16 +207,16 @@ fn malformed_sysfs_changes_nothing() {
 #[test]
 fn unplug_needs_the_guest_and_does_not_block_adds() {
     let vm = start_vm("shrink");
-    let mut agent = agent(&vm);
-    let c0 = host_cpus()[0];
-    allocate(&vm.dir, &format!("{c0},{c0}"), "", "cpus 2 memory_mib 0");
+    // Not pinning: CPUs 0 and 1 need not both exist here.
+    let mut agent = agent_pinning(&vm, false);
+    allocate(&vm.dir, "0-1", "", "cpus 2 memory_mib 0");
     settle(&mut agent);
     assert_eq!(vcpus(&mut agent).len(), 2);
 
     // Fewer CPUs, more memory: QEMU refuses to unplug a vCPU of a guest that
     // has not booted (unplug is an ACPI request to the guest), yet the
     // memory is added in the same pass.
-    allocate(&vm.dir, &c0.to_string(), "4", "cpus 1 memory_mib 128");
+    allocate(&vm.dir, "0", "4", "cpus 1 memory_mib 128");
     let pass = agent.reconcile().unwrap();
     assert!(
         matches!(pass.failed.as_slice(), [(Action::RemoveVcpu { id }, Error::Qmp(_))] if id == "hwc-vcpu-0")
