@@ -112,6 +112,23 @@ if [ -x "$CTL" ]; then
 	"$CTL" --json get guest/last_diff | sed 's/^/  guest last diff: /'
 fi
 
+AGENT=$HWC_ROOT/target/debug/hwconvey-vmm-agent
+if [ -x "$AGENT" ]; then
+	say "The VMM's side: hwconvey-vmm-agent gives the VM what the host allocated (a paused QEMU stands for it)"
+	qd=$(mktemp -d)
+	qemu-system-x86_64 -M pc -accel tcg,thread=multi -cpu qemu64 -smp 1,maxcpus=8 -m 128M \
+		-nodefaults -display none -S -name demo,debug-threads=on \
+		-qmp "unix:$qd/qmp.sock,server=on,wait=off" >/dev/null 2>&1 &
+	qpid=$!
+	for i in $(seq 100); do [ -S "$qd/qmp.sock" ] && break; sleep 0.1; done
+	"$AGENT" --qmp "$qd/qmp.sock" --device hwc0 --once 2>&1 | sed 's/^/  /'
+	for t in /proc/$qpid/task/*; do
+		[[ $(cat "$t/comm") =~ ^CPU\ ([0-9]+)/TCG$ ]] &&
+			echo "  vCPU ${BASH_REMATCH[1]} runs on host CPU $(awk '/^Cpus_allowed_list/ {print $2}' "$t/status")"
+	done | sort -n -k2
+	kill "$qpid"; wait "$qpid" 2>/dev/null
+fi
+
 say "Deleting the device"
 next_mark
 vdpa dev del hwc0
