@@ -13,6 +13,9 @@ CTL=${HWCONVEYCTL:-$HWC_ROOT/target/debug/hwconveyctl}
 
 load_host
 load_guest
+# The guest's own projection stays out of it (one sample a minute): the
+# request below is the only one, however busy the VM is.
+echo 60000 >$G/period_ms
 echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
 mark
@@ -52,22 +55,37 @@ victim=$(tr ',-' '\n\n' <$H/hwc0/cpus | grep -vx 0 | head -1)
 [ -n "$victim" ] || fail "no offlinable CPU among $(cat $H/hwc0/cpus)"
 "$CTL" --json watch --interval 20 >/tmp/watch.out &
 watcher=$!
-sleep 0.5
+sleep 2 # its first sample, before the change
 echo 0 >/sys/devices/system/cpu/cpu$victim/online || fail "offline cpu$victim"
+# seen: waits (up to 20 s) until watch has reported the hotplug event and
+# cpu$victim leaving hwc0.
 seen() {
 	python3 - "$victim" /tmp/watch.out <<'PY'
-import json, sys
+import json, sys, time
 victim = int(sys.argv[1])
-events = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
-paths = {e["path"] for e in events}
-moved = any(e["path"] == "host/hwc0/cpus" and victim in e["old"] and victim not in e["new"] for e in events)
-sys.exit(0 if "host/cpu_events" in paths and moved else 1)
+deadline = time.monotonic() + 20
+while True:
+    events = []
+    for line in open(sys.argv[2]):
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass  # a line still being written
+    paths = {e["path"] for e in events}
+    moved = any(e["path"] == "host/hwc0/cpus" and victim in (e["old"] or []) and
+                victim not in (e["new"] or []) for e in events)
+    if "host/cpu_events" in paths and moved:
+        sys.exit(0)
+    if time.monotonic() > deadline:
+        sys.exit(1)
+    time.sleep(0.1)
 PY
 }
-for i in $(seq 100); do seen && break; sleep 0.1; done
+seen
+found=$?
 kill $watcher
 wait $watcher 2>/dev/null
-seen || fail "watch did not report cpu$victim leaving hwc0: $(cat /tmp/watch.out)"
+[ $found = 0 ] || fail "watch did not report cpu$victim leaving hwc0: $(cat /tmp/watch.out)"
 note "watch: $(grep -c . /tmp/watch.out) events, among them $(grep '"host/hwc0/cpus"' /tmp/watch.out | head -1)"
 echo 1 >/sys/devices/system/cpu/cpu$victim/online || fail "online cpu$victim"
 

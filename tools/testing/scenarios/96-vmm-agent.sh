@@ -17,6 +17,9 @@ CTL=$HWC_ROOT/target/debug/hwconveyctl
 
 load_host
 load_guest
+# The guest's own projection stays out of it (one sample a minute): the
+# requests below are the only ones.
+echo 60000 >$G/period_ms
 echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
 mark

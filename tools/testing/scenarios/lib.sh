@@ -8,6 +8,11 @@ HOST_KO=$HWC_ROOT/host_mod/hwconvey_host.ko
 GUEST_KO=$HWC_ROOT/guest_mod/hwconvey_guest.ko
 
 fail() { echo "FAIL: $*"; exit 1; }
+# skip: the scenario's premise does not hold on this kernel; says why.
+skip() { echo "SKIP: $*"; exit 77; }
+# debug_kernel: true on the debug variant (HWC_KCONFIG=debug: KASAN,
+# kmemleak, lockdep), which runs several times slower.
+debug_kernel() { [ -e /sys/kernel/debug/kmemleak ]; }
 note() { echo "  $*"; }
 
 # mark: writes a marker into the kernel log, so that later checks only look
