@@ -53,6 +53,8 @@ pub struct GuestCopy<C, M, N> {
     staging: Inventory<C, M, N>,
     me: Owner,
     synced: bool,
+    /// Whether deltas were negotiated (`F_DELTA`); without it, the host sends only snapshots.
+    deltas: bool,
     assembly: Option<Assembly>,
 }
 
@@ -69,8 +71,14 @@ where
             staging,
             me: Owner::FREE,
             synced: false,
+            deltas: true,
             assembly: None,
         }
+    }
+
+    /// Refuses deltas from now on (`F_DELTA` was not negotiated): the host must send snapshots.
+    pub fn refuse_deltas(&mut self) {
+        self.deltas = false;
     }
 
     /// The stored copy.
@@ -156,8 +164,11 @@ where
         }
         asm.next_part = asm.next_part.checked_add(1).ok_or(Error::Sequence)?;
 
-        // Second pass: write into the staging copy.
+        // Second pass: write into the staging copy. Part 0 abandons any assembly in progress
+        // before it touches the staging copy: if the reset fails half-way, no later part of
+        // either snapshot may build on what is left.
         if part.part == 0 {
+            self.assembly = None;
             self.staging.reset(asm.dims)?;
         }
         let me = Owner(asm.guest);
@@ -182,11 +193,15 @@ where
     }
 
     fn delta(&mut self, hdr: &DeltaHeader, runs: Runs<'_>) -> Result<Update> {
-        if hdr.generation <= hdr.base {
-            return Err(Error::Stale);
+        if !self.deltas {
+            return Err(Error::MessageType);
         }
+        // With no copy to apply it to, any delta is a gap: only a snapshot helps.
         if !self.synced {
             return Err(Error::Gap);
+        }
+        if hdr.generation <= hdr.base {
+            return Err(Error::Stale);
         }
         if hdr.generation <= self.stored.generation {
             return Err(Error::Stale);

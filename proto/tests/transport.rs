@@ -323,3 +323,114 @@ fn storm_with_lost_updates_converges() {
         "{deltas} deltas, {snapshots} snapshots, {gaps} gaps"
     );
 }
+
+/// A table that refuses to grow past a shared element budget, to make the guest's
+/// allocations fail on demand.
+struct Capped<T> {
+    v: Vec<T>,
+    cap: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl<T> std::ops::Deref for Capped<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.v
+    }
+}
+
+impl<T> std::ops::DerefMut for Capped<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.v
+    }
+}
+
+impl<T: Copy + Default> Table<T> for Capped<T> {
+    fn resize_to(&mut self, len: usize) -> hwconvey_proto::error::Result {
+        if len > self.cap.get() {
+            return Err(Error::NoMemory);
+        }
+        self.v.resize(len, T::default());
+        Ok(())
+    }
+}
+
+#[test]
+fn snapshot_interrupted_by_a_failed_reset_is_not_completed() {
+    let cap = std::rc::Rc::new(std::cell::Cell::new(usize::MAX));
+    fn table<T>(cap: &std::rc::Rc<std::cell::Cell<usize>>) -> Capped<T> {
+        Capped {
+            v: Vec::new(),
+            cap: cap.clone(),
+        }
+    }
+    let inv = || Inventory::new(table(&cap), table(&cap), table(&cap)).unwrap();
+    let mut g = GuestCopy::new(inv(), inv());
+    let mut rng = Rng::new(11);
+    let a = host(200, 300, 2, 3, &mut rng);
+    let first = snapshot(&a, 1, MAX_MSG_SIZE);
+    assert_eq!(first.len(), 1, "the first snapshot fits one message");
+    assert!(matches!(
+        g.receive(&first[0]).unwrap(),
+        Update::Applied { snapshot: true, .. }
+    ));
+    let stored_gen = g.stored().generation;
+
+    // Snapshot A (several parts) starts; then part 0 of B, too large to allocate.
+    let mut a2 = host(200, 300, 2, 3, &mut rng);
+    a2.generation = stored_gen + 5;
+    let parts_a = snapshot(&a2, 1, 200);
+    assert!(parts_a.len() > 2);
+    assert_eq!(g.receive(&parts_a[0]).unwrap(), Update::Partial);
+    let b = host(400, 300, 2, 3, &mut rng);
+    let parts_b = snapshot(&b, 1, 200);
+    cap.set(300);
+    assert_eq!(g.receive(&parts_b[0]), Err(Error::NoMemory));
+    cap.set(usize::MAX);
+
+    // The rest of A must not be assembled onto the half-reset staging copy.
+    for p in &parts_a[1..] {
+        assert_eq!(g.receive(p), Err(Error::Sequence));
+    }
+    assert_eq!(g.stored().generation, stored_gen);
+    assert!(g.synced());
+    // A new snapshot still goes through.
+    for (i, p) in parts_a.iter().enumerate() {
+        let u = g.receive(p).unwrap();
+        assert_eq!(matches!(u, Update::Applied { .. }), i + 1 == parts_a.len());
+    }
+    assert_eq!(g.stored().generation, a2.generation);
+}
+
+#[test]
+fn deltas_not_negotiated_are_refused_and_change_nothing() {
+    let mut rng = Rng::new(12);
+    let mut host = host(32, 32, 2, 2, &mut rng);
+    let mut g = guest();
+    g.refuse_deltas();
+    sync(&mut g, &host, 1, MAX_MSG_SIZE);
+    let before = host.generation;
+    let free = host
+        .cpus()
+        .iter()
+        .position(|c| c.owner == Owner::FREE && c.online())
+        .unwrap() as u32;
+    host.cpu_mut(free).unwrap().owner = Owner(1);
+    host.bump_generation();
+    let mut buf = [0u8; 256];
+    let c = host.cpus()[free as usize];
+    let mut w = DeltaWriter::new(&mut buf, before, host.generation).unwrap();
+    w.push(&Run::Cpu {
+        first: free,
+        count: 1,
+        node: c.node,
+        state: c.state,
+        owner: c.owner,
+    })
+    .unwrap();
+    let n = w.finish().unwrap();
+    assert_eq!(g.receive(&buf[..n]), Err(Error::MessageType));
+    assert_eq!(g.stored().generation, before);
+    // The same change as a snapshot is applied.
+    sync(&mut g, &host, 1, MAX_MSG_SIZE);
+    assert!(same(g.stored(), &host));
+}
