@@ -91,6 +91,9 @@ pub(crate) struct HostState {
     pub(crate) decisions: Decisions,
     /// Where publications are encoded.
     pub(crate) scratch: KVec<u8>,
+    /// Where admission writes the components it picks: as long as the largest table, so that
+    /// no request, whatever it asks for, allocates on the host.
+    picks: KVec<u32>,
 }
 
 fn distance(a: u16, b: u16) -> u32 {
@@ -108,6 +111,8 @@ impl HostState {
     pub(crate) fn new(inventory: KInventory) -> Result<Self> {
         let mut published = new_inventory()?;
         published.copy_from(&inventory).map_err(proto)?;
+        let d = inventory.dims();
+        let picks = KVec::from_elem(0u32, d.cpus.max(d.blocks).max(1) as usize, GFP_KERNEL)?;
         Ok(Self {
             inventory,
             published,
@@ -115,6 +120,7 @@ impl HostState {
             policy: Policy::default(),
             decisions: Decisions::default(),
             scratch: KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?,
+            picks,
         })
     }
 
@@ -144,7 +150,7 @@ impl HostState {
             return Ok(0);
         }
         let quota = p.default_quota;
-        let (_, n) = self.grant_cpus(Owner(id), p.initial_cpus, NODE_ANY, &quota)?;
+        let (_, n) = self.grant_cpus(Owner(id), p.initial_cpus, NODE_ANY, &quota);
         if n > 0 {
             self.inventory.bump_generation();
         }
@@ -180,26 +186,43 @@ impl HostState {
         want: u32,
         node: u16,
         quota: &Quota,
-    ) -> Result<(crate::proto::admission::Plan, u32)> {
-        let mut out = KVec::from_elem(0u32, want.min(1024) as usize, GFP_KERNEL)?;
-        let plan = plan_cpus(
-            &self.inventory,
-            owner,
-            want,
-            node,
-            quota,
-            &distance,
-            &mut out,
-        );
+    ) -> (crate::proto::admission::Plan, u32) {
+        let Self {
+            inventory, picks, ..
+        } = self;
+        let plan = plan_cpus(inventory, owner, want, node, quota, &distance, picks);
         let mut n = 0;
-        for &id in out.iter().take(plan.picked) {
-            if let Some(c) = self.inventory.cpu_mut(id) {
+        for &id in picks.iter().take(plan.picked) {
+            if let Some(c) = inventory.cpu_mut(id) {
                 c.owner = owner;
                 n += 1;
             }
         }
         // The caller moves to the next generation, once for the whole change.
-        Ok((plan, n))
+        (plan, n)
+    }
+
+    /// Gives `owner` the memory blocks that [`plan_memory`] picks; returns the plan and how many
+    /// blocks it got.
+    fn grant_memory(
+        &mut self,
+        owner: Owner,
+        want_mib: u32,
+        node: u16,
+        quota: &Quota,
+    ) -> (crate::proto::admission::Plan, u32) {
+        let Self {
+            inventory, picks, ..
+        } = self;
+        let plan = plan_memory(inventory, owner, want_mib, node, quota, &distance, picks);
+        let mut n = 0;
+        for &b in picks.iter().take(plan.picked) {
+            if let Some(block) = inventory.block_mut(b) {
+                block.owner = owner;
+                n += 1;
+            }
+        }
+        (plan, n)
     }
 
     /// Admits a request from guest `id`: rate limit, quota, free pool, NUMA placement. Applies
@@ -222,6 +245,11 @@ impl HostState {
             self.decisions.rate_limited += 1;
             return Ok(self.answered(id, answer(Status::Busy, Reason::RateLimited, 0)));
         }
+        if req.kind == RequestKind::Snapshot {
+            // Answered by the snapshot itself, which the device queues on this grant: a snapshot
+            // costs the host a walk of the whole inventory, so it takes a token like any request.
+            return Ok(self.answered(id, answer(Status::Granted, Reason::None, 0)));
+        }
         if !policy.enforce {
             self.decisions.denied += 1;
             return Ok(self.answered(id, answer(Status::Denied, Reason::Quota, 0)));
@@ -230,33 +258,14 @@ impl HostState {
         let owner = Owner(id);
         let (plan, amount) = match req.kind {
             RequestKind::Cpus => {
-                let (plan, n) = self.grant_cpus(owner, req.amount, req.node, &quota)?;
+                let (plan, n) = self.grant_cpus(owner, req.amount, req.node, &quota);
                 if n > 0 {
                     self.inventory.bump_generation();
                 }
                 (plan, n)
             }
             RequestKind::Memory => {
-                let blocks = (req.amount as usize)
-                    .div_ceil(self.inventory.block_mib().max(1) as usize)
-                    .min(65536);
-                let mut out = KVec::from_elem(0u32, blocks, GFP_KERNEL)?;
-                let plan = plan_memory(
-                    &self.inventory,
-                    owner,
-                    req.amount,
-                    req.node,
-                    &quota,
-                    &distance,
-                    &mut out,
-                );
-                let mut n = 0u32;
-                for &b in out.iter().take(plan.picked) {
-                    if let Some(block) = self.inventory.block_mut(b) {
-                        block.owner = owner;
-                        n += 1;
-                    }
-                }
+                let (plan, n) = self.grant_memory(owner, req.amount, req.node, &quota);
                 if n > 0 {
                     self.inventory.bump_generation();
                 }
@@ -264,11 +273,13 @@ impl HostState {
                 (plan, u32::try_from(mib).unwrap_or(u32::MAX))
             }
             RequestKind::ReleaseCpus => {
-                let mut out = KVec::from_elem(0u32, req.amount.min(1024) as usize, GFP_KERNEL)?;
-                let plan = plan_release_cpus(&self.inventory, owner, req.amount, &mut out);
+                let Self {
+                    inventory, picks, ..
+                } = self;
+                let plan = plan_release_cpus(inventory, owner, req.amount, picks);
                 let mut n = 0;
-                for &c in out.iter().take(plan.picked) {
-                    if let Some(cpu) = self.inventory.cpu_mut(c) {
+                for &c in picks.iter().take(plan.picked) {
+                    if let Some(cpu) = inventory.cpu_mut(c) {
                         cpu.owner = Owner::FREE;
                         n += 1;
                     }
@@ -335,7 +346,7 @@ impl HostState {
             } else {
                 node
             };
-            let (_, n) = self.grant_cpus(owner, 1, near, &quota)?;
+            let (_, n) = self.grant_cpus(owner, 1, near, &quota);
             if n > 0 {
                 self.decisions.reallocations += 1;
             } else {
@@ -375,25 +386,9 @@ impl HostState {
                 max_cpus: u32::MAX,
                 max_mem_mib: u64::MAX,
             };
-            let mut out = KVec::from_elem(0u32, 1, GFP_KERNEL)?;
             let want = u32::try_from(mib).unwrap_or(u32::MAX);
-            let plan = plan_memory(
-                &self.inventory,
-                owner,
-                want,
-                node,
-                &quota,
-                &distance,
-                &mut out,
-            );
-            let mut got = false;
-            for &b in out.iter().take(plan.picked) {
-                if let Some(block) = self.inventory.block_mut(b) {
-                    block.owner = owner;
-                    got = true;
-                }
-            }
-            if got {
+            let (_, got) = self.grant_memory(owner, want, node, &quota);
+            if got > 0 {
                 self.decisions.reallocations += 1;
             } else {
                 self.decisions.shrinks += 1;

@@ -6,13 +6,18 @@
 //! buffers the driver places in the event queue. Guest to host, it reads each chain of the
 //! request queue into a bounded buffer and decodes it. Nothing in the rings is trusted: a chain
 //! that is too long, too short or malformed is counted and dropped, and changes nothing.
+//!
+//! A guest may be hostile: it cannot make the host queue more than [`OUTBOX_MAX`] messages for
+//! it, hold the device's worker for more than [`REQUEST_BUDGET`] requests at a time, nor get
+//! snapshots (a walk of the whole inventory under the host's lock) faster than its rate limit.
 
 use crate::proto::{
     device::{
         CONFIG_GENERATION, CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, CONFIG_SIZE, EVENTQ, FEATURES,
-        NUM_QUEUES, REQUESTQ, VIRTIO_ID_HWCONVEY,
+        F_ACK, F_DELTA, F_REQUEST, NUM_QUEUES, REQUESTQ, VIRTIO_ID_HWCONVEY,
     },
-    message::{decode_guest_msg, GuestMsg, RequestKind, SnapshotEncoder, MAX_MSG_SIZE},
+    error::Error as ProtoError,
+    message::{decode_guest_msg, GuestMsg, RequestKind, SnapshotEncoder, Status, MAX_MSG_SIZE},
 };
 use crate::Host;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -28,6 +33,10 @@ use kernel::{
 /// cannot make the host hold more than this; past it, the outbox is dropped and the guest gets a
 /// fresh snapshot once it posts buffers again.
 const OUTBOX_MAX: usize = 64;
+
+/// Request-queue chains one pass of the device's worker takes; if more are waiting, the worker
+/// runs again later, so that one guest cannot keep it (and the host's state lock) to itself.
+const REQUEST_BUDGET: usize = 32;
 
 /// What one device shows in sysfs: its guest and counters, readable without locks.
 #[derive(Default)]
@@ -52,10 +61,37 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// What a queued message is: a resync drops updates, which the snapshot supersedes, but keeps
+/// responses, since every request the device takes gets its answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Delta,
+    SnapshotPart,
+    Response,
+}
+
+struct Outgoing {
+    kind: Kind,
+    bytes: KVec<u8>,
+}
+
 struct Outbox {
-    msgs: KVec<KVec<u8>>,
-    /// The guest must get a full snapshot before anything else.
+    msgs: KVec<Outgoing>,
+    /// The guest must get a full snapshot before any further update.
     resync: bool,
+}
+
+impl Outbox {
+    /// Drops the queued updates: a snapshot will replace them.
+    fn drop_updates(&mut self) {
+        self.msgs.retain(|m| m.kind == Kind::Response);
+        self.resync = true;
+    }
+
+    /// Whether a snapshot is on its way to the guest, or about to be.
+    fn snapshot_pending(&self) -> bool {
+        self.resync || self.msgs.iter().any(|m| m.kind == Kind::SnapshotPart)
+    }
 }
 
 /// One hwconvey device, i.e. one guest.
@@ -75,29 +111,53 @@ pub(crate) struct HwcDevice {
 
 impl HwcDevice {
     /// Queues a message for the guest; the caller schedules delivery.
-    pub(crate) fn push(&self, msg: &[u8]) -> Result {
+    ///
+    /// Past [`OUTBOX_MAX`] (a guest that posts no buffers) the queued updates are dropped for a
+    /// snapshot once buffers are back; if responses alone fill the outbox, the oldest goes.
+    pub(crate) fn push(&self, msg: &[u8], kind: Kind) -> Result {
         let mut out = self.outbox.lock();
-        if out.msgs.len() >= OUTBOX_MAX {
-            bump(&self.stats.dropped);
-            out.msgs.clear();
-            out.resync = true;
+        if kind != Kind::Response && out.resync {
+            // The snapshot to come covers it.
             return Ok(());
         }
-        let mut v = KVec::with_capacity(msg.len(), GFP_KERNEL)?;
-        v.extend_from_slice(msg, GFP_KERNEL)?;
-        out.msgs.push(v, GFP_KERNEL)?;
+        if out.msgs.len() >= OUTBOX_MAX {
+            bump(&self.stats.dropped);
+            out.drop_updates();
+            if kind != Kind::Response {
+                return Ok(());
+            }
+            if out.msgs.len() >= OUTBOX_MAX {
+                let _ = out.msgs.remove(0);
+            }
+        }
+        let mut bytes = KVec::with_capacity(msg.len(), GFP_KERNEL)?;
+        bytes.extend_from_slice(msg, GFP_KERNEL)?;
+        out.msgs.push(Outgoing { kind, bytes }, GFP_KERNEL)?;
         Ok(())
     }
 
-    /// Makes the guest get a full snapshot before anything else.
+    /// Makes the guest get a full snapshot before any further update.
     pub(crate) fn resync(&self) {
-        let mut out = self.outbox.lock();
-        out.msgs.clear();
-        out.resync = true;
+        self.outbox.lock().drop_updates();
     }
 
-    /// Replaces whatever is pending with a full snapshot of what the guests were last told
-    /// (later deltas start from there).
+    /// Counts a rejected message and logs it, ever more rarely: a hostile guest must not be
+    /// able to flood the host's log.
+    fn reject(&self, what: &str, e: ProtoError) {
+        let n = self.stats.bad.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 8 || n.is_power_of_two() {
+            pr_warn!(
+                "guest {}: rejected {} ({} so far): {}\n",
+                self.guest_id,
+                what,
+                n,
+                e.name()
+            );
+        }
+    }
+
+    /// Replaces the pending updates with a full snapshot of what the guests were last told
+    /// (later deltas start from there); pending responses go first.
     fn queue_snapshot(&self) -> Result {
         let st = self.host.state.lock();
         let inv = &st.published;
@@ -105,26 +165,50 @@ impl HwcDevice {
         let mut enc = SnapshotEncoder::new(self.guest_id);
         let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
         while let Some(len) = enc.next_part(inv, &mut buf)? {
-            let mut v = KVec::with_capacity(len, GFP_KERNEL)?;
-            v.extend_from_slice(buf.get(..len).ok_or(EINVAL)?, GFP_KERNEL)?;
-            parts.push(v, GFP_KERNEL)?;
+            let mut bytes = KVec::with_capacity(len, GFP_KERNEL)?;
+            bytes.extend_from_slice(buf.get(..len).ok_or(EINVAL)?, GFP_KERNEL)?;
+            parts.push(
+                Outgoing {
+                    kind: Kind::SnapshotPart,
+                    bytes,
+                },
+                GFP_KERNEL,
+            )?;
         }
         // Swap under the state lock: a publication after this one goes after the snapshot.
         let mut out = self.outbox.lock();
-        out.msgs = parts;
+        out.msgs.retain(|m| m.kind == Kind::Response);
+        for part in parts {
+            out.msgs.push(part, GFP_KERNEL)?;
+        }
         out.resync = false;
         drop(out);
         drop(st);
         Ok(())
     }
 
-    fn handle(&self, msg: &[u8]) {
-        match decode_guest_msg(msg) {
-            Ok(GuestMsg::Ack(generation)) => {
+    fn handle(&self, msg: &[u8], features: u64) {
+        let msg = match decode_guest_msg(msg) {
+            Ok(msg) => msg,
+            Err(e) => return self.reject("a message", e),
+        };
+        match msg {
+            GuestMsg::Ack(_) if features & (1 << F_ACK) == 0 => {
+                self.reject("an ack", ProtoError::MessageType)
+            }
+            GuestMsg::Ack(generation) => {
+                // Generations only move forward, and never past what the guests were told.
+                let told = self.host.state.lock().published.generation;
+                if generation > told || generation < self.stats.last_ack.load(Ordering::Relaxed) {
+                    return self.reject("an ack", ProtoError::Range);
+                }
                 bump(&self.stats.acks);
                 self.stats.last_ack.store(generation, Ordering::Relaxed);
             }
-            Ok(GuestMsg::Request(req)) => {
+            GuestMsg::Request(_) if features & (1 << F_REQUEST) == 0 => {
+                self.reject("a request", ProtoError::MessageType)
+            }
+            GuestMsg::Request(req) => {
                 let n = self.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
                 // A guest may flood: log the first requests, then ever more rarely.
                 if n <= 8 || n.is_power_of_two() {
@@ -137,65 +221,88 @@ impl HwcDevice {
                         req.node
                     );
                 }
-                if req.kind == RequestKind::Snapshot {
-                    self.outbox.lock().resync = true;
+                // A snapshot already on its way answers this one too.
+                if req.kind == RequestKind::Snapshot && self.outbox.lock().snapshot_pending() {
                     return;
                 }
                 let mut st = self.host.state.lock();
                 let resp = match st.admit(self.guest_id, &req, crate::Host::now_ns()) {
                     Ok(resp) => resp,
+                    // The guest is gone (its device is being removed): nobody to answer.
                     Err(_) => return,
                 };
-                // The answer first, then the update that reflects it.
-                if let Ok((buf, len)) = crate::alloc::HostState::encode(&resp) {
-                    if self.push(buf.get(..len).unwrap_or(&[])).is_err() {
+                if req.kind == RequestKind::Snapshot && resp.status == Status::Granted {
+                    self.resync();
+                } else {
+                    // The answer first, then the update that reflects it.
+                    let queued = crate::alloc::HostState::encode(&resp).and_then(|(buf, len)| {
+                        self.push(buf.get(..len).unwrap_or(&[]), Kind::Response)
+                    });
+                    if queued.is_err() {
+                        bump(&self.stats.dropped);
                         self.resync();
                     }
                 }
                 self.host.publish(&mut st);
             }
-            Err(_) => bump(&self.stats.bad),
         }
     }
 
-    fn drain_requests(&self, queues: &mut Queues<'_>) {
+    /// Takes up to [`REQUEST_BUDGET`] chains from the request queue; returns whether it left
+    /// some for the next pass.
+    fn drain_requests(&self, queues: &mut Queues<'_>) -> bool {
+        let features = queues.driver_features();
         let mut scratch = self.scratch.lock();
-        let _ = queues.with(usize::from(REQUESTQ), |q| loop {
-            let mut chain = match q.pop() {
-                Ok(Some(chain)) => chain,
-                Ok(None) => break,
-                Err(_) => {
-                    bump(&self.stats.bad);
-                    break;
+        let more = queues.with(usize::from(REQUESTQ), |q| {
+            for _ in 0..REQUEST_BUDGET {
+                let mut chain = match q.pop() {
+                    Ok(Some(chain)) => chain,
+                    Ok(None) => return false,
+                    Err(_) => {
+                        bump(&self.stats.bad);
+                        return false;
+                    }
+                };
+                bump(&self.stats.received);
+                let n = chain.readable();
+                if n > MAX_MSG_SIZE {
+                    self.reject("a chain", ProtoError::TooLarge);
+                    continue;
                 }
-            };
-            bump(&self.stats.received);
-            let n = chain.readable();
-            if n > MAX_MSG_SIZE {
-                bump(&self.stats.bad);
-                continue;
-            }
-            let Some(buf) = scratch.get_mut(..n) else {
-                continue;
-            };
-            match chain.read(buf) {
-                Ok(got) if got == n => {
-                    drop(chain);
-                    self.handle(scratch.get(..n).unwrap_or(&[]));
+                let Some(buf) = scratch.get_mut(..n) else {
+                    continue;
+                };
+                match chain.read(buf) {
+                    Ok(got) if got == n => {
+                        drop(chain);
+                        self.handle(scratch.get(..n).unwrap_or(&[]), features);
+                    }
+                    _ => self.reject("a chain", ProtoError::Truncated),
                 }
-                _ => bump(&self.stats.bad),
             }
+            true
         });
+        more.unwrap_or(false)
     }
 
     fn fill_events(&self, queues: &mut Queues<'_>) {
-        if self.outbox.lock().resync && self.queue_snapshot().is_err() {
+        let resync = {
+            let mut out = self.outbox.lock();
+            // A driver that did not accept deltas gets every update as a snapshot.
+            if queues.driver_features() & (1 << F_DELTA) == 0
+                && out.msgs.iter().any(|m| m.kind == Kind::Delta)
+            {
+                out.drop_updates();
+            }
+            out.resync
+        };
+        if resync && self.queue_snapshot().is_err() {
             return;
         }
         let mut out = self.outbox.lock();
         let _ = queues.with(usize::from(EVENTQ), |q| {
             while !out.msgs.is_empty() {
-                let len = out.msgs.first().map_or(0, |m| m.len());
+                let len = out.msgs.first().map_or(0, |m| m.bytes.len());
                 let mut chain = match q.pop() {
                     Ok(Some(chain)) => chain,
                     _ => break,
@@ -207,7 +314,7 @@ impl HwcDevice {
                     continue;
                 }
                 let msg = out.msgs.remove(0);
-                match msg.map(|m| chain.write(&m).map(|n| (n, m.len()))) {
+                match msg.map(|m| chain.write(&m.bytes).map(|n| (n, m.bytes.len()))) {
                     Ok(Ok((n, want))) if n == want => {
                         let _ = chain.complete(n as u32);
                         bump(&self.stats.sent);
@@ -228,10 +335,9 @@ impl vdpa::SoftDevice for HwcDevice {
     const FEATURES: u64 = FEATURES;
 
     fn new(host: &Arc<Host>, _name: &CStr) -> impl PinInit<Self, Error> {
-        let guest_id = host.next_guest_id();
         try_pin_init!(Self {
             host: host.clone(),
-            guest_id,
+            guest_id: host.next_guest_id()?,
             outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true }),
             scratch <- new_mutex!(KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?),
             sysfs <- new_mutex!(None),
@@ -290,14 +396,18 @@ impl vdpa::SoftDevice for HwcDevice {
 
     fn process(dev: &vdpa::Device<Self>, queues: &mut Queues<'_>, _kicked: u32) {
         let d = dev.data();
-        d.drain_requests(queues);
+        let more = d.drain_requests(queues);
         d.fill_events(queues);
+        if more {
+            dev.schedule();
+        }
     }
 
     fn status_changed(dev: &vdpa::Device<Self>, running: bool) {
         let d = dev.data();
         d.stats.running.store(running, Ordering::Release);
-        // A driver that (re)starts the device knows nothing: it gets a full snapshot first.
+        // A driver that (re)starts the device knows nothing: it gets a full snapshot first, and
+        // no answer to a request of its previous life.
         let mut out = d.outbox.lock();
         out.msgs.clear();
         out.resync = true;

@@ -25,7 +25,7 @@ mod scan;
 mod sysfs;
 
 use alloc::{HostState, Publication};
-use device::HwcDevice;
+use device::{HwcDevice, Kind};
 use proto::{message::DeltaWriter, run::Run};
 
 module! {
@@ -55,9 +55,14 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    /// Guest ids start at 1: owner 0 means free.
-    pub(crate) fn next_guest_id(&self) -> u32 {
-        self.next_guest.fetch_add(1, Ordering::Relaxed)
+    /// Guest ids start at 1 (owner 0 means free) and end before `u32::MAX` (the host's own
+    /// components); past that, no more devices can be created.
+    pub(crate) fn next_guest_id(&self) -> Result<u32> {
+        self.next_guest
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                n.checked_add(1).filter(|&next| next < u32::MAX)
+            })
+            .map_err(|_| ENOSPC)
     }
 
     /// Monotonic time in ns, for the rate limiter.
@@ -85,7 +90,7 @@ impl Host {
             Publication::Delta(len) => {
                 let msg = st.scratch.get(..len).unwrap_or(&[]);
                 for dev in devices.iter() {
-                    if dev.data().push(msg).is_err() {
+                    if dev.data().push(msg, Kind::Delta).is_err() {
                         dev.data().resync();
                     }
                 }
@@ -153,7 +158,7 @@ impl Host {
         let msg = buf.get(..len).ok_or(EINVAL)?;
         let now = Instant::<Monotonic>::now().as_nanos();
         for dev in self.devices.lock().iter() {
-            dev.data().push(msg)?;
+            dev.data().push(msg, Kind::Delta)?;
             dev.schedule();
         }
         drop(st);
