@@ -6,6 +6,7 @@
 //! space is validated, every received message goes through the protocol crate's decoder and is
 //! applied only if it is complete and consistent, and a bad one is counted and changes nothing.
 
+use crate::proto::admission::TokenBucket;
 use crate::proto::projection::Proposal;
 use crate::proto::{
     device::{
@@ -15,7 +16,7 @@ use crate::proto::{
     guest::Update,
     in_kernel::{new_guest_copy, KGuestCopy},
     message::{
-        encode_ack, encode_request, Motive, Request, RequestKind, Response, HEADER_SIZE,
+        encode_ack, encode_request, Motive, Request, RequestKind, Response, Status, HEADER_SIZE,
         MAX_MSG_SIZE, MOTIVE_MANUAL, MOTIVE_RESYNC, NODE_ANY,
     },
 };
@@ -39,6 +40,15 @@ use kernel::{
 
 /// Buffers kept posted on the event queue.
 const EVENT_BUFFERS: usize = 16;
+
+/// Event buffers one pass of the handler takes back; if the device keeps completing buffers,
+/// the handler yields and runs again, rather than hold the queues for as long as the device
+/// wants.
+const EVENT_BUDGET: usize = 4 * EVENT_BUFFERS;
+
+/// Applied updates logged per second on average, and at once.
+const UPDATE_LOG_RATE: u32 = 10;
+const UPDATE_LOG_BURST: u32 = 20;
 
 type Buffer = [u8; MAX_MSG_SIZE];
 
@@ -80,6 +90,11 @@ pub(crate) struct Guest {
     updated_ns: AtomicI64,
     /// The id of the next request.
     pub(crate) next_request: AtomicU32,
+    /// The host answered a snapshot request "busy": ask again at the next sample.
+    snapshot_owed: AtomicBool,
+    /// How often applied updates are logged: the host decides how often they come.
+    #[pin]
+    log_budget: Mutex<TokenBucket>,
     #[pin]
     pub(crate) sampler: Mutex<Sampler>,
 }
@@ -184,7 +199,9 @@ impl Guest {
                 self.updated_ns
                     .store(Instant::<Monotonic>::now().as_nanos(), Ordering::Relaxed);
                 self.stats.generation.store(generation, Ordering::Relaxed);
-                pr_info!(
+                let now = u64::try_from(Instant::<Monotonic>::now().as_nanos()).unwrap_or(0);
+                if self.log_budget.lock().take(now) {
+                    pr_info!(
                     "generation {}: {} applied: host has {} online CPUs, this guest holds {} CPUs and {} MiB; \
                      {} CPUs gained, {} lost\n",
                     generation,
@@ -194,7 +211,8 @@ impl Guest {
                     mine.mem_mib,
                     diff.my_cpus_gained,
                     diff.my_cpus_lost
-                );
+                    );
+                }
                 if self.acks {
                     *ack = Some(generation);
                 }
@@ -204,6 +222,9 @@ impl Guest {
                 let n = self.stats.responses.fetch_add(1, Ordering::Relaxed) + 1;
                 *self.last_response.lock() = Some(r);
                 self.answered.notify_all();
+                if r.kind == RequestKind::Snapshot && r.status == Status::Busy {
+                    self.snapshot_owed.store(true, Ordering::Relaxed);
+                }
                 if n <= 8 || n.is_power_of_two() {
                     pr_info!(
                         "response to request {}: {} ({}), {} {}\n",
@@ -244,9 +265,18 @@ impl virtqueue::Handler for Guest {
         }
         let mut ack = None;
         let mut resync = false;
+        if notified & SAMPLE != 0 && guest.snapshot_owed.swap(false, Ordering::Relaxed) {
+            // The host answered our last snapshot request "busy": ask again, at sampling pace.
+            resync = true;
+        }
         let mut q = vqs.lock();
         let events = usize::from(EVENTQ);
-        while let Ok(Some(used)) = q.get_buf(events) {
+        let mut more = true;
+        for _ in 0..EVENT_BUDGET {
+            let Ok(Some(used)) = q.get_buf(events) else {
+                more = false;
+                break;
+            };
             match used.written() {
                 Ok(bytes) => guest.receive(bytes, &mut ack, &mut resync),
                 Err(_) => bump(&guest.stats.bad),
@@ -256,9 +286,13 @@ impl virtqueue::Handler for Guest {
             }
         }
         let _ = q.kick(events);
-        // Sent requests and acks come back once the device has read them.
+        // Sent requests and acks come back once the device has read them (at most as many as
+        // were sent).
         while let Ok(Some(_)) = q.get_buf(usize::from(REQUESTQ)) {}
         drop(q);
+        if more {
+            vqs.schedule(1u32 << EVENTQ);
+        }
         if let Some(generation) = ack {
             let _ = send(&vqs, |buf| Ok(encode_ack(generation, buf)?));
         }
@@ -405,7 +439,9 @@ kernel::virtio_device_table!(
 
 impl GuestDriver {
     fn setup(dev: &virtio::Device<Bound>) -> Result<Arc<Virtqueues<Guest>>> {
-        let (max_msg, guest_id) = dev.read_config(|r| {
+        // SAFETY: Both fields lie within the device's configuration space (`CONFIG_SIZE` bytes,
+        // Documentation/protocol.rst), which every hwconvey device has.
+        let (max_msg, guest_id) = dev.read_config(|r| unsafe {
             (
                 r.read_u32(CONFIG_MAX_MSG_SIZE as u32),
                 r.read_u32(CONFIG_GUEST_ID as u32),
@@ -425,7 +461,13 @@ impl GuestDriver {
             dev,
             &[c"events", c"requests"],
             try_pin_init!(Guest {
-                copy <- new_mutex!(new_guest_copy()?),
+                copy <- new_mutex!({
+                    let mut copy = new_guest_copy()?;
+                    if !dev.has_feature(F_DELTA) {
+                        copy.refuse_deltas();
+                    }
+                    copy
+                }),
                 stats: Stats::default(),
                 acks: dev.has_feature(F_ACK),
                 requests: AtomicBool::new(dev.has_feature(F_REQUEST)),
@@ -436,6 +478,12 @@ impl GuestDriver {
                 answered <- new_condvar!(),
                 updated_ns: AtomicI64::new(0),
                 next_request: AtomicU32::new(1),
+                snapshot_owed: AtomicBool::new(false),
+                log_budget <- new_mutex!(TokenBucket::new(
+                    UPDATE_LOG_RATE,
+                    UPDATE_LOG_BURST,
+                    u64::try_from(Instant::<Monotonic>::now().as_nanos()).unwrap_or(0),
+                )),
                 sampler <- new_mutex!(Sampler::new()?),
             }),
         )?;
@@ -458,7 +506,6 @@ impl GuestDriver {
             dev.has_feature(F_ACK)
         );
         dev.ready();
-        sysfs::attach(&vqs);
         Ok(vqs)
     }
 }
@@ -477,6 +524,11 @@ impl virtio::Driver for GuestDriver {
             vqs: vqs?,
             _sampler: Arc::pin_init(SampleTimer::new(vqs.clone()), GFP_KERNEL)?
                 .start(SampleTimer::period()),
+        })
+        // Only a device whose probe cannot fail any more gets the files.
+        .pin_chain(|this| {
+            sysfs::attach(&this.vqs);
+            Ok(())
         })
     }
 
