@@ -2,41 +2,31 @@
 
 //! CPU affinity of a thread (a vCPU thread of the VMM).
 
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use std::io;
+
+fn os_error(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
 
 /// Pins thread `tid` to exactly `cpus`.
 pub fn set(tid: i32, cpus: &[u32]) -> io::Result<()> {
-    // SAFETY: `cpu_set_t` is plain bits; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut set = CpuSet::new();
     for &cpu in cpus {
-        let cpu = usize::try_from(cpu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        // SAFETY: `cpu` is below CPU_SETSIZE, the size of `set`.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
+        let cpu = usize::try_from(cpu).map_err(|_| os_error(nix::Error::EINVAL))?;
+        // Fails with EINVAL past the set's size.
+        set.set(cpu).map_err(os_error)?;
     }
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    sched_setaffinity(Pid::from_raw(tid), &set).map_err(os_error)
 }
 
 /// The CPUs thread `tid` may run on, ascending.
 pub fn get(tid: i32) -> io::Result<Vec<u32>> {
-    // SAFETY: as in `set`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is writable and of the size passed.
-    let rc = unsafe { libc::sched_getaffinity(tid, std::mem::size_of_val(&set), &mut set) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((0..libc::CPU_SETSIZE as u32)
-        // SAFETY: every index is below CPU_SETSIZE.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu as usize, &set) })
+    let set = sched_getaffinity(Pid::from_raw(tid)).map_err(os_error)?;
+    Ok((0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .filter_map(|cpu| u32::try_from(cpu).ok())
         .collect())
 }
 
@@ -47,13 +37,12 @@ mod tests {
     #[test]
     fn pins_a_thread_and_reads_it_back() {
         let tid = std::thread::spawn(|| {
-            // SAFETY: gettid has no preconditions.
-            let tid = unsafe { libc::gettid() };
+            let tid = nix::unistd::gettid().as_raw();
             let all = get(tid).unwrap();
             let first = *all.first().unwrap();
             set(tid, &[first]).unwrap();
             assert_eq!(get(tid).unwrap(), [first]);
-            assert!(set(tid, &[libc::CPU_SETSIZE as u32]).is_err());
+            assert!(set(tid, &[CpuSet::count() as u32]).is_err());
             tid
         })
         .join()

@@ -139,8 +139,7 @@ fn dimms(agent: &mut Agent) -> Vec<(String, u64)> {
 
 /// The host CPUs this test may pin to: those it may run on itself.
 fn host_cpus() -> Vec<u32> {
-    // SAFETY: gettid has no preconditions.
-    affinity::get(unsafe { libc::gettid() }).unwrap()
+    affinity::get(nix::unistd::gettid().as_raw()).unwrap()
 }
 
 #[test]
