@@ -192,8 +192,8 @@ fn show_bench(k: &Knobs, page: &mut Page<'_>) -> Result {
     match k.bench.lock().as_ref() {
         Some(r) => writeln!(
             page,
-            "n {} p50_ns {} p99_ns {} max_ns {}",
-            r.n, r.p50, r.p99, r.max
+            "n {} granted {} p50_ns {} p99_ns {} max_ns {}",
+            r.n, r.granted, r.p50, r.p99, r.max
         )?,
         None => writeln!(page, "none")?,
     }

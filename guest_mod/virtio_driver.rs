@@ -83,7 +83,7 @@ pub(crate) struct Guest {
     /// What the last applied update changed, and its generation.
     #[pin]
     last_diff: Mutex<Option<(u64, crate::proto::diff::Diff)>>,
-    /// Signalled on every response.
+    /// Signalled, under `last_response`, on every response and every applied update.
     #[pin]
     answered: CondVar,
     /// When (monotonic ns) the stored copy moved to `generation`.
@@ -199,6 +199,10 @@ impl Guest {
                 self.updated_ns
                     .store(Instant::<Monotonic>::now().as_nanos(), Ordering::Relaxed);
                 self.stats.generation.store(generation, Ordering::Relaxed);
+                // Under the lock waiters check their condition with: none misses this update.
+                let guard = self.last_response.lock();
+                self.answered.notify_all();
+                drop(guard);
                 let now = u64::try_from(Instant::<Monotonic>::now().as_nanos()).unwrap_or(0);
                 if self.log_budget.lock().take(now) {
                     pr_info!(
@@ -335,13 +339,17 @@ pub(crate) fn send_request(vqs: &Virtqueues<Guest>, req: &Request) -> Result {
 /// Request round trips measured by [`bench_roundtrip`], in nanoseconds.
 pub(crate) struct RoundTrips {
     pub(crate) n: usize,
+    /// Requests granted (in full or in part): their round trip ends with the update.
+    pub(crate) granted: usize,
     pub(crate) p50: i64,
     pub(crate) p99: i64,
     pub(crate) max: i64,
 }
 
-/// Latency benchmark, guest to host and back: sends `n` requests for one CPU, one at a time,
-/// each as soon as the previous one was answered, and measures send-to-answer times.
+/// Latency benchmark, guest to host and back: sends `n` requests, one at a time, alternately
+/// for one more CPU and giving one back, so that each one granted changes the allocation. A
+/// round trip ends when the answer has arrived and, for a grant, the guest has applied the
+/// update that reflects it (the "second update").
 pub(crate) fn bench_roundtrip(
     vqs: &Virtqueues<Guest>,
     n: usize,
@@ -349,11 +357,16 @@ pub(crate) fn bench_roundtrip(
 ) -> Result<RoundTrips> {
     let guest = vqs.handler();
     let mut samples = KVec::with_capacity(n, GFP_KERNEL)?;
+    let mut granted = 0;
     for i in 0..n {
         let id = first_id.wrapping_add(i as u32);
         let req = Request {
             id,
-            kind: RequestKind::Cpus,
+            kind: if i % 2 == 0 {
+                RequestKind::Cpus
+            } else {
+                RequestKind::ReleaseCpus
+            },
             node: NODE_ANY,
             amount: 1,
             motive: Motive {
@@ -364,7 +377,14 @@ pub(crate) fn bench_roundtrip(
         let start = Instant::<Monotonic>::now();
         send_request(vqs, &req)?;
         let mut last = guest.last_response.lock();
-        while !last.is_some_and(|r| r.id == id) {
+        let done = |last: &Option<Response>| {
+            last.is_some_and(|r| {
+                r.id == id
+                    && (!matches!(r.status, Status::Granted | Status::Partial)
+                        || guest.generation() >= r.generation)
+            })
+        };
+        while !done(&last) {
             match guest
                 .answered
                 .wait_interruptible_timeout(&mut last, msecs_to_jiffies(2000))
@@ -373,6 +393,9 @@ pub(crate) fn bench_roundtrip(
                 CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
                 CondVarTimeoutResult::Woken { .. } => {}
             }
+        }
+        if last.is_some_and(|r| matches!(r.status, Status::Granted | Status::Partial)) {
+            granted += 1;
         }
         drop(last);
         samples.push(start.elapsed().as_nanos(), GFP_KERNEL)?;
@@ -386,6 +409,7 @@ pub(crate) fn bench_roundtrip(
     };
     Ok(RoundTrips {
         n,
+        granted,
         p50: at(50),
         p99: at(99),
         max: samples.last().copied().unwrap_or(0),
