@@ -228,7 +228,7 @@ where
     }
 
     /// Resizes to `dims` with every component reset to its default: not
-    /// present, no node, free.
+    /// present, node 0, free.
     pub fn reset(&mut self, dims: Dims) -> Result {
         dims.validate()?;
         self.cpus.resize_to(0)?;

@@ -35,9 +35,34 @@ sys.exit(0 if owner == str(os.getpid()) and after == "none" else 1)
 PY
 ) || fail "owner_pid did not follow VHOST_SET_OWNER and close: $out"
 note "VHOST_SET_OWNER: $out"
+# A VMM maps its memory into the device's IOTLB (the device works on the
+# VMM's virtual addresses: shared file-backed memory, as QEMU's), then goes
+# away. Its mappings must go with it: a driver bound afterwards reaches its
+# rings through the default passthrough again, not through the VMM's ranges.
+out=$(python3 - "/dev/$chr" <<'PY'
+import ctypes, fcntl, mmap, os, struct, sys
+VHOST_SET_OWNER = 0xAF01
+VHOST_IOTLB_MSG, VHOST_IOTLB_UPDATE, VHOST_ACCESS_RW = 1, 2, 3
+size = 1 << 20
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.ioctl(fd, VHOST_SET_OWNER)
+mfd = os.memfd_create("hwconvey-vmm")
+os.ftruncate(mfd, size)
+mem = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+# struct vhost_msg { int type; struct vhost_iotlb_msg iotlb (at 8); padding to 72 }
+msg = struct.pack("<i4xQQQBB", VHOST_IOTLB_MSG, 0, size, addr, VHOST_ACCESS_RW,
+                  VHOST_IOTLB_UPDATE).ljust(72, b"\0")
+n = os.write(fd, msg)
+os.close(fd)
+print(f"mapped iova 0..{size:#x} to {addr:#x}: {n} bytes written")
+sys.exit(0 if n == len(msg) else 1)
+PY
+) || fail "the IOTLB update was refused: $out"
+note "a VMM $out, then closed the device"
 mark
 bind hwc0 virtio_vdpa
 wait_log 'hwconvey_guest: generation [0-9]+: snapshot applied'
-note "back on virtio_vdpa: the guest driver got a fresh snapshot"
+note "back on virtio_vdpa: the guest driver got a fresh snapshot through the passthrough IOTLB"
 vdpa dev del hwc0 || fail "vdpa dev del"
 unload_all
