@@ -20,7 +20,6 @@ note "bound to vhost_vdpa: /dev/$chr"
 # A VMM opens it and takes ownership (VHOST_SET_OWNER): vhost-vdpa binds the
 # device to the VMM's address space, and the host reports which process owns
 # it; closing the file unbinds it.
-H=/sys/kernel/hwconvey/host
 [ "$(cat $H/hwc0/owner_pid)" = none ] || fail "owner_pid before any owner: $(cat $H/hwc0/owner_pid)"
 out=$(python3 - "/dev/$chr" $H/hwc0/owner_pid <<'PY'
 import fcntl, os, sys

@@ -6,9 +6,6 @@
 # guest. Bad writes fail with EINVAL and send nothing.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
-H=/sys/kernel/hwconvey/host
-
 load_host
 load_guest
 # The guest's own projection stays out of it (one sample a minute): the

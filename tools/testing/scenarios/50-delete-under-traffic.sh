@@ -7,7 +7,6 @@
 # everything unloads.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
 load_host
 load_guest
 for round in 1 2 3; do

@@ -7,17 +7,8 @@
 # node, the guest shrinks instead.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
-H=/sys/kernel/hwconvey/host
 node_of() { basename "$(ls -d /sys/devices/system/cpu/cpu$1/node* 2>/dev/null)" | tr -dc 0-9; }
 cpu_online() { echo "$2" >/sys/devices/system/cpu/cpu$1/online || fail "cpu$1 online=$2"; }
-in_sync() {
-	for i in $(seq 50); do
-		[ "$(cat $G/generation)" = "$(cat $H/generation)" ] && return 0
-		sleep 0.1
-	done
-	fail "guest at generation $(cat $G/generation), host at $(cat $H/generation)"
-}
 
 load_host
 load_guest

@@ -7,15 +7,6 @@
 # sides. Then: a request beyond the quota is denied with its reason.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
-H=/sys/kernel/hwconvey/host
-in_sync() {
-	for i in $(seq 50); do
-		[ "$(cat $G/generation)" = "$(cat $H/generation)" ] && return 0
-		sleep 0.1
-	done
-	fail "guest at generation $(cat $G/generation), host at $(cat $H/generation)"
-}
 field() { tr ' ' '\n' <"$1" | grep -A1 -x "$2" | tail -1; }
 
 # On the debug kernel the idle VM alone keeps more than the guest's 2 CPUs

@@ -6,8 +6,6 @@
 # change to the guest at once.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
-H=/sys/kernel/hwconvey/host
 load_host
 load_guest
 echo 5 >$H/rate_limit

@@ -7,16 +7,6 @@
 # snapshot already on its way. Afterwards both sides still agree.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
-H=/sys/kernel/hwconvey/host
-in_sync() {
-	for i in $(seq 50); do
-		[ "$(cat $G/generation)" = "$(cat $H/generation)" ] && return 0
-		sleep 0.1
-	done
-	fail "guest at generation $(cat $G/generation), host at $(cat $H/generation)"
-}
-
 load_host
 load_guest
 echo 5 >$H/rate_limit

@@ -6,16 +6,7 @@
 # replaced from the free pool, as close to it as possible.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
-H=/sys/kernel/hwconvey/host
 M=/sys/devices/system/memory
-in_sync() {
-	for i in $(seq 50); do
-		[ "$(cat $G/generation)" = "$(cat $H/generation)" ] && return 0
-		sleep 0.1
-	done
-	fail "guest at generation $(cat $G/generation), host at $(cat $H/generation)"
-}
 online_blocks() { awk '{print $8}' $H/inventory; }
 field() { tr ' ' '\n' <"$1" | grep -A1 -x "$2" | tail -1; }
 

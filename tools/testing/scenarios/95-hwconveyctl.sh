@@ -6,8 +6,6 @@
 # nothing, a manual request gets its answer, and watch sees a hotplug event.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
-H=/sys/kernel/hwconvey/host
 CTL=${HWCONVEYCTL:-$HWC_ROOT/target/debug/hwconveyctl}
 [ -x "$CTL" ] || fail "$CTL is not built (make check builds it with cargo test)"
 

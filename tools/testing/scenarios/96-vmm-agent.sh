@@ -9,8 +9,6 @@
 # allocated CPU goes offline and the host replaces it, the agent re-pins.
 . "$(dirname "$0")/lib.sh"
 
-G=/sys/kernel/hwconvey/guest
-H=/sys/kernel/hwconvey/host
 AGENT=$HWC_ROOT/target/debug/hwconvey-vmm-agent
 CTL=$HWC_ROOT/target/debug/hwconveyctl
 [ -x "$AGENT" ] && [ -x "$CTL" ] || fail "the tools are not built (make check builds them with cargo test)"

@@ -6,6 +6,8 @@
 
 HOST_KO=$HWC_ROOT/host_mod/hwconvey_host.ko
 GUEST_KO=$HWC_ROOT/guest_mod/hwconvey_guest.ko
+G=/sys/kernel/hwconvey/guest
+H=/sys/kernel/hwconvey/host
 
 fail() { echo "FAIL: $*"; exit 1; }
 # skip: the scenario's premise does not hold on this kernel; says why.
@@ -62,4 +64,13 @@ bind() {
 	echo "$2" >"/sys/bus/vdpa/devices/$1/driver_override"
 	echo "$1" >"/sys/bus/vdpa/drivers/$2/bind" || fail "bind $1 to $2"
 	[ "$(bound_driver "$1")" = "$2" ] || fail "$1 is bound to '$(bound_driver "$1")', not $2"
+}
+
+# in_sync: waits up to 5 s until the guest's copy is at the host's generation.
+in_sync() {
+	for i in $(seq 50); do
+		[ "$(cat $G/generation)" = "$(cat $H/generation)" ] && return 0
+		sleep 0.1
+	done
+	fail "guest at generation $(cat $G/generation), host at $(cat $H/generation)"
 }
