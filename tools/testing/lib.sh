@@ -18,6 +18,7 @@ KMAKE_VARS=(LLVM=-19 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CLIPPY_DRIVER
 	BINDGEN="$BINDGEN" RUST_LIB_SRC="$RUST_LIB_SRC")
 
 log() { printf '[hwconvey] %s\n' "$*" >&2; }
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 die() { printf '[hwconvey] error: %s\n' "$*" >&2; exit 1; }
 
 # The first Debian archive URI of the configured apt sources.
