@@ -33,6 +33,12 @@ pub(crate) struct Policy {
     pub(crate) rate: u32,
     /// Requests a guest may send at once.
     pub(crate) burst: u32,
+    /// When the VMM that owned a device goes away (vhost-vdpa unbinds its address space), its
+    /// guest's CPUs and memory go back to the free pool; the next VMM to take the device starts
+    /// with the initial allocation. Else the guest keeps them for the next VMM.
+    pub(crate) release_on_exit: bool,
+    /// Pin the vCPU threads of each device's VM to the guest's CPUs ([`crate::vms`]).
+    pub(crate) pin_vcpus: bool,
 }
 
 impl Default for Policy {
@@ -46,6 +52,8 @@ impl Default for Policy {
             enforce: true,
             rate: 20,
             burst: 10,
+            release_on_exit: true,
+            pin_vcpus: true,
         }
     }
 }
@@ -57,6 +65,9 @@ pub(crate) struct Guest {
     bucket: TokenBucket,
     pub(crate) last_request: Option<Request>,
     pub(crate) last_response: Option<Response>,
+    /// Its VMM went away and its allocation went back to the free pool
+    /// ([`Policy::release_on_exit`]): the next VMM starts it afresh.
+    pub(crate) released: bool,
 }
 
 /// Counters of the host's decisions.
@@ -143,22 +154,71 @@ impl HostState {
                 bucket: TokenBucket::new(p.rate, p.burst, now_ns),
                 last_request: None,
                 last_response: None,
+                released: false,
             },
             GFP_KERNEL,
         )?;
-        if p.initial_cpus == 0 {
-            return Ok(0);
+        Ok(self.grant_initial(id))
+    }
+
+    /// Gives guest `id` the initial CPUs, NUMA-local to each other, within its quota. Returns
+    /// how many it got.
+    fn grant_initial(&mut self, id: u32) -> u32 {
+        let Some(quota) = self.guest(id).map(|g| g.quota) else {
+            return 0;
+        };
+        if self.policy.initial_cpus == 0 {
+            return 0;
         }
-        let quota = p.default_quota;
-        let (_, n) = self.grant_cpus(Owner(id), p.initial_cpus, NODE_ANY, &quota);
+        let (_, n) = self.grant_cpus(Owner(id), self.policy.initial_cpus, NODE_ANY, &quota);
         if n > 0 {
             self.inventory.bump_generation();
         }
-        Ok(n)
+        n
+    }
+
+    /// The VMM of guest `id` went away: with [`Policy::release_on_exit`], everything the guest
+    /// holds goes back to the free pool, whatever it was granted since an earlier release.
+    /// Returns whether anything went.
+    pub(crate) fn owner_left(&mut self, id: u32) -> bool {
+        if !self.policy.release_on_exit || self.guest(id).is_none() {
+            return false;
+        }
+        let before = self.inventory.generation;
+        self.release_all(id);
+        if let Some(g) = self.guest_mut(id) {
+            g.released = true;
+        }
+        self.inventory.generation != before
+    }
+
+    /// A VMM took the device of guest `id`: a guest whose allocation was released starts again
+    /// with the initial one. Returns the CPUs it got, if it was released.
+    pub(crate) fn owner_came(&mut self, id: u32) -> Option<u32> {
+        let g = self.guest_mut(id).filter(|g| g.released)?;
+        g.released = false;
+        Some(self.grant_initial(id))
+    }
+
+    /// The CPUs allocated to guest `id`, in ascending order.
+    pub(crate) fn guest_cpus(&self, id: u32) -> Result<KVec<u32>> {
+        let mut cpus = KVec::new();
+        for (i, c) in self.inventory.cpus().iter().enumerate() {
+            if c.owner == Owner(id) {
+                cpus.push(u32::try_from(i)?, GFP_KERNEL)?;
+            }
+        }
+        Ok(cpus)
     }
 
     /// Frees everything guest `id` holds and forgets it.
     pub(crate) fn remove_guest(&mut self, id: u32) {
+        self.release_all(id);
+        self.guests.retain(|g| g.id != id);
+    }
+
+    /// Frees everything guest `id` holds.
+    fn release_all(&mut self, id: u32) {
         let owner = Owner(id);
         let mut changed = false;
         let d = self.inventory.dims();
@@ -177,7 +237,6 @@ impl HostState {
         if changed {
             self.inventory.bump_generation();
         }
-        self.guests.retain(|g| g.id != id);
     }
 
     fn grant_cpus(

@@ -20,7 +20,7 @@ use crate::proto::{
     message::{decode_guest_msg, GuestMsg, RequestKind, SnapshotEncoder, Status, MAX_MSG_SIZE},
 };
 use crate::Host;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use kernel::{
     new_mutex,
     prelude::*,
@@ -38,6 +38,10 @@ const OUTBOX_MAX: usize = 64;
 /// runs again later, so that one guest cannot keep it (and the host's state lock) to itself.
 const REQUEST_BUDGET: usize = 32;
 
+/// Event-queue chains one pass of the device's worker takes, for the same reason: a full
+/// outbox and one snapshot's parts fit in it.
+const EVENT_BUDGET: usize = 2 * OUTBOX_MAX;
+
 /// What one device shows in sysfs: its guest and counters, readable without locks.
 #[derive(Default)]
 pub(crate) struct DevInfo {
@@ -48,6 +52,10 @@ pub(crate) struct DevInfo {
     /// The process whose address space the device's rings live in (the VMM,
     /// through vhost-vdpa's `bind_mm`), or 0.
     pub(crate) owner: AtomicI32,
+    /// The identity (address) of the owner's address space, or 0: never dereferenced. The
+    /// vDPA device keeps that `mm` grabbed while it is bound, so no other address space can
+    /// have the address meanwhile. It names the owner's KVM VM ([`crate::vms`]).
+    pub(crate) owner_mm: AtomicUsize,
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) requests: AtomicU64,
@@ -226,6 +234,7 @@ impl HwcDevice {
                     return;
                 }
                 let mut st = self.host.state.lock();
+                let before = st.inventory.generation;
                 let resp = match st.admit(self.guest_id, &req, crate::Host::now_ns()) {
                     Ok(resp) => resp,
                     // The guest is gone (its device is being removed): nobody to answer.
@@ -244,6 +253,12 @@ impl HwcDevice {
                     }
                 }
                 self.host.publish(&mut st);
+                let changed = st.inventory.generation != before;
+                drop(st);
+                // Denials and rate-limited requests change nothing: no pinning pass for them.
+                if changed {
+                    self.host.pin_vcpus();
+                }
             }
         }
     }
@@ -285,7 +300,13 @@ impl HwcDevice {
         more.unwrap_or(false)
     }
 
-    fn fill_events(&self, queues: &mut Queues<'_>) {
+    /// Copies queued messages into the event queue's buffers; returns whether it stopped with
+    /// messages and buffers left (the caller then runs again later).
+    ///
+    /// The outbox lock only ever covers the message list, never the ring: ring accesses copy
+    /// from and to the owner's memory, which a VMM can make wait indefinitely (userfaultfd),
+    /// and the host's publication path takes the outbox lock with the state lock held.
+    fn fill_events(&self, queues: &mut Queues<'_>) -> bool {
         let resync = {
             let mut out = self.outbox.lock();
             // A driver that did not accept deltas gets every update as a snapshot.
@@ -297,32 +318,53 @@ impl HwcDevice {
             out.resync
         };
         if resync && self.queue_snapshot().is_err() {
-            return;
+            return false;
         }
-        let mut out = self.outbox.lock();
-        let _ = queues.with(usize::from(EVENTQ), |q| {
-            while !out.msgs.is_empty() {
-                let len = out.msgs.first().map_or(0, |m| m.bytes.len());
-                let mut chain = match q.pop() {
-                    Ok(Some(chain)) => chain,
-                    _ => break,
-                };
-                if chain.writable() < len {
-                    // The driver posts buffers of the negotiated maximum size; a smaller one is
-                    // a driver bug. Give it back empty rather than cut a message.
-                    bump(&self.stats.bad);
-                    continue;
-                }
-                let msg = out.msgs.remove(0);
-                match msg.map(|m| chain.write(&m.bytes).map(|n| (n, m.bytes.len()))) {
-                    Ok(Ok((n, want))) if n == want => {
-                        let _ = chain.complete(n as u32);
-                        bump(&self.stats.sent);
+        queues
+            .with(usize::from(EVENTQ), |q| {
+                // Bounded: a driver that posts buffers too small for any message, or keeps
+                // moving its available index, cannot keep the worker here.
+                for _ in 0..EVENT_BUDGET {
+                    let Some(len) = self.outbox.lock().msgs.first().map(|m| m.bytes.len()) else {
+                        return false;
+                    };
+                    let mut chain = match q.pop() {
+                        Ok(Some(chain)) => chain,
+                        _ => return false,
+                    };
+                    if chain.writable() < len {
+                        // The driver posts buffers of the negotiated maximum size; a smaller one
+                        // is a driver bug. Give it back empty rather than cut a message.
+                        bump(&self.stats.bad);
+                        continue;
                     }
-                    _ => bump(&self.stats.bad),
+                    let msg = {
+                        let mut out = self.outbox.lock();
+                        // The head may have changed meanwhile (a resync, a newer response):
+                        // take it only if it still fits.
+                        match out.msgs.first().map(|m| m.bytes.len()) {
+                            Some(l) if l <= chain.writable() => out.msgs.remove(0).ok(),
+                            _ => None,
+                        }
+                    };
+                    let Some(msg) = msg else { continue };
+                    match chain.write(&msg.bytes) {
+                        Ok(n) if n == msg.bytes.len() => {
+                            let _ = chain.complete(n as u32);
+                            bump(&self.stats.sent);
+                        }
+                        // The message is lost: the guest would see a gap, so it gets a
+                        // snapshot instead.
+                        _ => {
+                            bump(&self.stats.bad);
+                            self.resync();
+                            return true;
+                        }
+                    }
                 }
-            }
-        });
+                !self.outbox.lock().msgs.is_empty()
+            })
+            .unwrap_or(false)
     }
 }
 
@@ -396,9 +438,9 @@ impl vdpa::SoftDevice for HwcDevice {
 
     fn process(dev: &vdpa::Device<Self>, queues: &mut Queues<'_>, _kicked: u32) {
         let d = dev.data();
-        let more = d.drain_requests(queues);
-        d.fill_events(queues);
-        if more {
+        let more_requests = d.drain_requests(queues);
+        let more_events = d.fill_events(queues);
+        if more_requests || more_events {
             dev.schedule();
         }
     }
@@ -413,11 +455,19 @@ impl vdpa::SoftDevice for HwcDevice {
         out.resync = true;
     }
 
-    fn owner_changed(dev: &vdpa::Device<Self>, owner: Option<kernel::task::Pid>) {
-        dev.data()
-            .stats
-            .owner
-            .store(owner.unwrap_or(0), Ordering::Relaxed);
+    fn owner_changed(dev: &vdpa::Device<Self>, owner: Option<vdpa::Owner<'_>>) {
+        let d = dev.data();
+        let (pid, mm_id) = owner
+            .as_ref()
+            .map_or((0, 0), |o| (o.pid, o.mm.as_raw() as usize));
+        // The owner's pid shows last: a reader that sees it has changed sees the allocation
+        // after the host acted on the change (release_on_exit).
+        d.stats.owner_mm.store(mm_id, Ordering::Release);
+        d.host.owner_changed(dev, owner.is_some());
+        d.stats.owner.store(pid, Ordering::Release);
+        // A VMM that took the device: its vCPUs, if it made any yet, go to the guest's CPUs.
+        d.host.pin_vcpus();
+        let owner = owner.map(|o| o.pid);
         match owner {
             Some(pid) => pr_info!(
                 "{}: bound to the address space of process {}\n",

@@ -44,6 +44,9 @@ impl Hotplug {
             );
         }
         self.host.publish(&mut st);
+        drop(st);
+        // The kernel's own workqueues re-affine their workers from CPU hotplug callbacks too.
+        self.host.pin_vcpus();
         Ok(())
     }
 }
@@ -85,6 +88,8 @@ impl MemoryHotplug for Hotplug {
             st.inventory.generation
         );
         self.host.publish(&mut st);
+        drop(st);
+        self.host.pin_vcpus();
         Ok(())
     }
 }

@@ -6,11 +6,15 @@
 //! and which parts are allocated to each guest, and tells each guest about
 //! it over the hwconvey device.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{
+    cpu::CpuId,
+    cpumask::CpumaskVar,
+    mm::Mm,
     new_mutex,
     prelude::*,
     sync::{aref::ARef, Arc, Mutex},
+    task::Task,
     time::{Instant, Monotonic},
     vdpa,
 };
@@ -23,10 +27,15 @@ mod device;
 mod hotplug;
 mod scan;
 mod sysfs;
+mod vms;
 
 use alloc::{HostState, Publication};
 use device::{HwcDevice, Kind};
-use proto::{message::DeltaWriter, run::Run};
+use proto::{
+    message::DeltaWriter,
+    placement::{place, Place},
+    run::Run,
+};
 
 module! {
     type: HwconveyHost,
@@ -37,6 +46,9 @@ module! {
 }
 
 /// State shared by the module and every device.
+///
+/// Lock order: `pin_lock`, then `state`, then `devices`, then `vms`; `last_push` and `sysfs`
+/// nest under none of them.
 #[pin_data]
 pub(crate) struct Host {
     /// The whole host, what each guest holds, and what the guests were told.
@@ -52,6 +64,36 @@ pub(crate) struct Host {
     /// `/sys/kernel/hwconvey/host/`, taken out at module exit (it holds a reference to us).
     #[pin]
     pub(crate) sysfs: Mutex<Option<sysfs::HostDir>>,
+    /// The VMs KVM told of, and their vCPU threads.
+    #[pin]
+    pub(crate) vms: Mutex<vms::Vms>,
+    /// Serialises [`Host::pin_vcpus`], so that pins are applied in the order they were planned.
+    #[pin]
+    pin_lock: Mutex<()>,
+    /// vCPU threads the scheduler refused to pin (`set_cpus_allowed_ptr` failed).
+    pub(crate) pin_failures: AtomicU64,
+}
+
+/// One vCPU thread to move, planned under the locks and applied after them.
+struct PinJob {
+    vm: kernel::kvm::VmId,
+    /// The VM's address space, which the thread must still run in when it is moved.
+    mm: ARef<Mm>,
+    vcpu: u32,
+    thread: ARef<Task>,
+    cpus: CpumaskVar,
+}
+
+impl PinJob {
+    fn new(vm: kernel::kvm::VmId, mm: &ARef<Mm>, vcpu: &vms::Vcpu, cpus: CpumaskVar) -> Self {
+        Self {
+            vm,
+            mm: mm.clone(),
+            vcpu: vcpu.id,
+            thread: vcpu.thread.clone(),
+            cpus,
+        }
+    }
 }
 
 impl Host {
@@ -132,6 +174,164 @@ impl Host {
         self.publish(&mut st);
     }
 
+    /// The VMM of `dev` took it (`bound`) or went away: applies [`alloc::Policy::release_on_exit`]
+    /// and tells every guest what changed.
+    pub(crate) fn owner_changed(&self, dev: &vdpa::Device<HwcDevice>, bound: bool) {
+        let id = dev.data().guest_id;
+        let mut st = self.state.lock();
+        if bound {
+            if let Some(n) = st.owner_came(id) {
+                pr_info!(
+                    "{}: a new VMM: guest {} starts again with {} CPUs\n",
+                    dev.name(),
+                    id,
+                    n
+                );
+            }
+        } else if st.owner_left(id) {
+            pr_info!(
+                "{}: its VMM went away: guest {}'s allocation is free again\n",
+                dev.name(),
+                id
+            );
+        }
+        self.publish(&mut st);
+    }
+
+    /// Whether the VM of address space `mm_id` owns a device.
+    pub(crate) fn owns_a_device(&self, mm_id: usize) -> bool {
+        self.devices
+            .lock()
+            .iter()
+            .any(|d| d.data().stats.owner_mm.load(Ordering::Acquire) == mm_id)
+    }
+
+    /// The device whose owner has address space `mm_id`, i.e. the one that VM owns.
+    pub(crate) fn device_of(&self, mm_id: usize) -> Option<ARef<vdpa::Device<HwcDevice>>> {
+        self.devices
+            .lock()
+            .iter()
+            .find(|d| d.data().stats.owner_mm.load(Ordering::Acquire) == mm_id)
+            .cloned()
+    }
+
+    /// KVM destroys the VM of address space `mm_id`: as when its VMM leaves, its guest's
+    /// allocation goes back to the free pool ([`alloc::Policy::release_on_exit`]).
+    pub(crate) fn vm_destroyed(&self, mm_id: usize) {
+        let Some(dev) = self.device_of(mm_id) else {
+            return;
+        };
+        let mut st = self.state.lock();
+        if st.owner_left(dev.data().guest_id) {
+            pr_info!(
+                "{}: its VM was destroyed: guest {}'s allocation is free again\n",
+                dev.name(),
+                dev.data().guest_id
+            );
+        }
+        self.publish(&mut st);
+    }
+
+    /// Pins every vCPU thread of each device's VM to the CPUs allocated to the device's guest:
+    /// one CPU per vCPU, stably ([`proto::placement`]); vCPUs beyond the allocation share it.
+    ///
+    /// Called in process context with none of the host's locks held, after every change that
+    /// can move a pin: an allocation published, a vCPU created or moved to another thread, a
+    /// VMM that took a device.
+    pub(crate) fn pin_vcpus(&self) {
+        let _serial = self.pin_lock.lock();
+        let jobs = match self.plan_pins() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                pr_warn!("cannot plan vCPU pins: {:?}\n", e);
+                return;
+            }
+        };
+        // The scheduler may sleep to move a running thread: no lock of ours but the pinning
+        // one is held.
+        for job in jobs.iter() {
+            // A recorded thread that called execve() since, or is exiting, runs in another
+            // address space or none: it is no longer the VM's to move.
+            if !job.thread.uses_mm(&job.mm) {
+                continue;
+            }
+            if job.thread.set_cpus_allowed(&job.cpus).is_err() {
+                self.pin_failures.fetch_add(1, Ordering::Relaxed);
+                // Planned again at the next change.
+                if let Some(vm) = self.vms.lock().list.iter_mut().find(|v| v.id == job.vm) {
+                    if let Some(c) = vm.vcpus.iter_mut().find(|c| c.id == job.vcpu) {
+                        c.applied = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Plans where every tracked vCPU thread goes: the CPUs of its VM's guest when the VM owns
+    /// a device and pinning is on, else back to every CPU if the host pinned it before (its
+    /// VMM let go of the device, or pinning was switched off). Marks the plan applied.
+    fn plan_pins(&self) -> Result<KVec<PinJob>> {
+        let mut jobs = KVec::new();
+        let st = self.state.lock();
+        let devices = self.devices.lock();
+        let mut vms = self.vms.lock();
+        for vm in vms.list.iter_mut() {
+            let (id, mm) = (vm.id, vm.mm().clone());
+            let guest = devices
+                .iter()
+                .map(|d| d.data())
+                .find(|d| d.stats.owner_mm.load(Ordering::Acquire) == vm.mm_id())
+                .map(|d| d.guest_id);
+            let cpus = match guest.filter(|_| st.policy.pin_vcpus) {
+                Some(id) => st.guest_cpus(id)?,
+                None => KVec::new(),
+            };
+            if cpus.is_empty() {
+                // Nothing to run on, or not ours to place: undo what the host did.
+                for vcpu in vm.vcpus.iter_mut().filter(|c| c.place.is_some()) {
+                    let mut mask = CpumaskVar::new_zero(GFP_KERNEL)?;
+                    mask.setall();
+                    jobs.push(PinJob::new(id, &mm, vcpu, mask), GFP_KERNEL)?;
+                    vcpu.place = None;
+                    vcpu.applied = true;
+                }
+                vm.placed_on.clear();
+                continue;
+            }
+            let mut current = KVec::with_capacity(vm.vcpus.len(), GFP_KERNEL)?;
+            for c in vm.vcpus.iter() {
+                let pinned = match c.place {
+                    Some(Place::Cpu(cpu)) => Some(cpu),
+                    _ => None,
+                };
+                current.push(pinned, GFP_KERNEL)?;
+            }
+            let mut taken = KVec::from_elem(false, cpus.len(), GFP_KERNEL)?;
+            let mut out = KVec::from_elem(Place::Shared, vm.vcpus.len(), GFP_KERNEL)?;
+            place(&current, &cpus, &mut taken, &mut out).map_err(|_| EINVAL)?;
+            let same_cpus = vm.placed_on[..] == cpus[..];
+            for (vcpu, p) in vm.vcpus.iter_mut().zip(out.iter()) {
+                // A shared vCPU follows the allocation; a pinned one only its own CPU.
+                if vcpu.applied && vcpu.place == Some(*p) && (*p != Place::Shared || same_cpus) {
+                    continue;
+                }
+                let mut mask = CpumaskVar::new_zero(GFP_KERNEL)?;
+                let on: &[u32] = match p {
+                    Place::Cpu(cpu) => core::slice::from_ref(cpu),
+                    Place::Shared => &cpus,
+                };
+                for &cpu in on {
+                    mask.set(CpuId::from_u32(cpu).ok_or(EINVAL)?);
+                }
+                vcpu.place = Some(*p);
+                vcpu.applied = true;
+                jobs.push(PinJob::new(id, &mm, vcpu, mask), GFP_KERNEL)?;
+            }
+            vm.placed_on = cpus;
+        }
+        Ok(jobs)
+    }
+
     /// Latency benchmark, host to guest: moves to a new generation whose delta restates CPU 0
     /// unchanged, and sends it to every device. Returns the generation and the time it was
     /// queued; each guest records when it applied it.
@@ -192,7 +392,10 @@ impl Drop for SysfsOwner {
 
 #[pin_data]
 struct HwconveyHost {
-    // Dropped first: no hardware events once the devices go.
+    // Dropped first: no KVM events once the rest goes.
+    #[pin]
+    kvm: kernel::kvm::Registration<vms::KvmEvents>,
+    // Then no hardware events once the devices go.
     #[pin]
     cpus: kernel::cpuhp::Registration<hotplug::Hotplug>,
     #[pin]
@@ -221,6 +424,7 @@ impl kernel::InPlaceModule for HwconveyHost {
                 hotplug::Hotplug::new(&sysfs.0),
                 false,
             ),
+            kvm <- kernel::kvm::Registration::new(vms::KvmEvents::new(&sysfs.0)),
         })
     }
 }
@@ -249,6 +453,9 @@ impl HwconveyHost {
                 next_guest: AtomicU32::new(1),
                 last_push <- new_mutex!(None),
                 sysfs <- new_mutex!(None),
+                vms <- new_mutex!(vms::Vms::default()),
+                pin_lock <- new_mutex!(()),
+                pin_failures: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )

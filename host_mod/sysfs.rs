@@ -120,6 +120,22 @@ policy_file!(
     |p, v| p.enforce = v != 0
 );
 policy_file!(
+    show_release_on_exit,
+    store_release_on_exit,
+    0,
+    1,
+    |p| u64::from(p.release_on_exit),
+    |p, v| p.release_on_exit = v != 0
+);
+policy_file!(
+    show_pin_vcpus,
+    store_pin_vcpus,
+    0,
+    1,
+    |p| u64::from(p.pin_vcpus),
+    |p, v| p.pin_vcpus = v != 0
+);
+policy_file!(
     show_rate_limit,
     store_rate_limit,
     1,
@@ -167,6 +183,11 @@ decision_file!(show_rate_limited, rate_limited);
 decision_file!(show_reallocations, reallocations);
 decision_file!(show_shrinks, shrinks);
 
+fn show_pin_failures(h: &Host, page: &mut Page<'_>) -> Result {
+    writeln!(page, "{}", h.pin_failures.load(Ordering::Relaxed))?;
+    Ok(())
+}
+
 fn show_cpu_events(_: &Host, page: &mut Page<'_>) -> Result {
     writeln!(page, "{}", CPU_EVENTS.load(Ordering::Relaxed))?;
     Ok(())
@@ -177,13 +198,20 @@ fn show_memory_events(_: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static HOST_ATTRS: [Attribute<Host>; 20] = [
+static HOST_ATTRS: [Attribute<Host>; 23] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"devices", show_devices),
     Attribute::rw(c"bench_push", show_bench_push, store_bench_push),
     Attribute::rw(c"initial_cpus", show_initial_cpus, store_initial_cpus),
     Attribute::rw(c"enforce", show_enforce, store_enforce),
+    Attribute::rw(c"pin_vcpus", show_pin_vcpus, store_pin_vcpus),
+    Attribute::ro(c"pin_failures", show_pin_failures),
+    Attribute::rw(
+        c"release_on_exit",
+        show_release_on_exit,
+        store_release_on_exit,
+    ),
     Attribute::rw(c"rate_limit", show_rate_limit, store_rate_limit),
     Attribute::rw(c"rate_burst", show_rate_burst, store_rate_burst),
     Attribute::rw(
@@ -296,6 +324,44 @@ fn host_of(d: &DevInfo) -> Result<&Host> {
     d.host.as_deref().ok_or(ENODEV)
 }
 
+/// The VM that owns the device: "vm <id> vcpus <n>", or "none".
+fn show_vm(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let mm_id = d.owner_mm.load(Ordering::Acquire);
+    let vms = host_of(d)?.vms.lock();
+    match (mm_id != 0).then(|| vms.by_mm(mm_id)).flatten() {
+        Some(vm) => writeln!(page, "vm {} vcpus {}", vm.seq, vm.vcpus.len())?,
+        None => writeln!(page, "none")?,
+    }
+    Ok(())
+}
+
+/// Most vCPUs [`show_vcpus`] lists: a line each, within the page at any vCPU count.
+const VCPU_LINES: usize = 64;
+
+/// The VM's vCPUs, a line each: "vcpu <id> thread <tid> cpus <cpu>", where <cpu> is the CPU
+/// the host pinned the thread to, "shared" (all of the guest's CPUs: the VM has more vCPUs than
+/// the guest holds CPUs) or "-" (not pinned). At most [`VCPU_LINES`] lines, then
+/// "... <n> more".
+fn show_vcpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let mm_id = d.owner_mm.load(Ordering::Acquire);
+    let vms = host_of(d)?.vms.lock();
+    let Some(vm) = (mm_id != 0).then(|| vms.by_mm(mm_id)).flatten() else {
+        return Ok(());
+    };
+    for c in vm.vcpus.iter().take(VCPU_LINES) {
+        write!(page, "vcpu {} thread {} cpus ", c.id, c.thread.pid())?;
+        match (c.place, c.applied) {
+            (Some(crate::proto::placement::Place::Cpu(cpu)), true) => writeln!(page, "{cpu}")?,
+            (Some(crate::proto::placement::Place::Shared), true) => writeln!(page, "shared")?,
+            _ => writeln!(page, "-")?,
+        }
+    }
+    if let Some(more) = vm.vcpus.len().checked_sub(VCPU_LINES).filter(|n| *n > 0) {
+        writeln!(page, "... {more} more")?;
+    }
+    Ok(())
+}
+
 fn show_allocation(d: &DevInfo, page: &mut Page<'_>) -> Result {
     let st = host_of(d)?.state.lock();
     let a = st.inventory.allocation(Owner(d.guest_id));
@@ -405,7 +471,7 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static DEVICE_ATTRS: [Attribute<DevInfo>; 17] = [
+static DEVICE_ATTRS: [Attribute<DevInfo>; 19] = [
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"cpus", show_cpus),
     Attribute::ro(c"blocks", show_blocks),
@@ -416,6 +482,8 @@ static DEVICE_ATTRS: [Attribute<DevInfo>; 17] = [
     Attribute::ro(c"guest_id", show_guest_id),
     Attribute::ro(c"running", show_running),
     Attribute::ro(c"owner_pid", show_owner_pid),
+    Attribute::ro(c"vm", show_vm),
+    Attribute::ro(c"vcpus", show_vcpus),
     Attribute::ro(c"messages_sent", show_sent),
     Attribute::ro(c"messages_received", show_received),
     Attribute::ro(c"requests", show_requests),

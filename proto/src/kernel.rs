@@ -24,6 +24,7 @@ pub mod idlist;
 pub mod in_kernel;
 pub mod inventory;
 pub mod message;
+pub mod placement;
 pub mod projection;
 pub mod run;
 pub mod wire;

@@ -34,6 +34,7 @@ pub mod guest;
 pub mod idlist;
 pub mod inventory;
 pub mod message;
+pub mod placement;
 pub mod projection;
 pub mod run;
 pub mod wire;
