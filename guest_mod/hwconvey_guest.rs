@@ -23,6 +23,34 @@ module! {
     authors: ["hwconvey developers"],
     description: "hwconvey guest: host inventory copy, load projection and resource requests",
     license: "GPL",
+    params: {
+        period_ms: u32 {
+            default: 1000,
+            description: "Load sampling period in ms at load time, 10 to 60000 (then: sysfs period_ms)",
+        },
+    },
+}
+
+/// The range of the sampling period, for the module parameter and the sysfs knob alike.
+pub(crate) const PERIOD_MS: core::ops::RangeInclusive<u32> = 10..=60_000;
+
+/// Starts sampling at the `period_ms` parameter: a guest that loads the module at boot then
+/// samples at the period it is meant to have from the first sample on.
+fn initial_period() -> Result {
+    let period = module_parameters::period_ms.value();
+    if !PERIOD_MS.contains(&period) {
+        pr_err!(
+            "period_ms={} is outside {}..={}\n",
+            period,
+            PERIOD_MS.start(),
+            PERIOD_MS.end()
+        );
+        return Err(EINVAL);
+    }
+    sampler::KNOBS
+        .period_ms
+        .store(period, core::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 #[pin_data]
@@ -42,7 +70,10 @@ impl kernel::InPlaceModule for HwconveyGuest {
             params.target / 10
         );
         try_pin_init!(Self {
-            sysfs: sysfs::GuestSysfs::new()?,
+            sysfs: {
+                initial_period()?;
+                sysfs::GuestSysfs::new()?
+            },
             driver <- driver::Registration::new(c"hwconvey", module),
         })
     }

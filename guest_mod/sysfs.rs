@@ -237,7 +237,13 @@ macro_rules! knob_file {
     };
 }
 
-knob_file!(show_period, store_period, period_ms, 10, 60_000);
+knob_file!(
+    show_period,
+    store_period,
+    period_ms,
+    *crate::PERIOD_MS.start(),
+    *crate::PERIOD_MS.end()
+);
 knob_file!(show_horizon, store_horizon, horizon, 0, 1000);
 knob_file!(show_target, store_target, target, 1, 1000);
 knob_file!(show_hysteresis, store_hysteresis, hysteresis, 0, 1000);
