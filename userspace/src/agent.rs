@@ -214,7 +214,7 @@ impl Agent {
         let alloc = self.allocation()?;
         let slots = self.slots()?;
         let mut actions = plan::vcpus(alloc.host_cpus.len(), &slots);
-        if self.pin && actions.is_empty() {
+        if self.pin && actions.is_empty() && !kernel_pins(&self.tree, &self.device) {
             let threads = self.threads()?;
             actions.extend(plan::pins(&threads, &alloc.host_cpus, |tid| {
                 affinity::get(tid).ok()
@@ -253,7 +253,12 @@ impl Agent {
             } => {
                 let backend = format!("{dimm}-ram");
                 let mut obj = Map::new();
-                obj.insert("qom-type".into(), json!("memory-backend-ram"));
+                // Shared and file-backed: a vhost-vdpa device (the hwconvey device among them)
+                // reaches guest memory through the VMM's mappings, and vhost-vdpa maps only
+                // such memory. Anonymous RAM would be invisible to it, and the guest driver's
+                // buffers placed there would break its queues.
+                obj.insert("qom-type".into(), json!("memory-backend-memfd"));
+                obj.insert("share".into(), json!(true));
                 obj.insert("id".into(), json!(backend));
                 obj.insert("size".into(), json!(size_mib << 20));
                 if !host_nodes.is_empty() {
@@ -336,6 +341,16 @@ pub fn describe(a: &Action) -> String {
     }
 }
 
+/// Whether the host module pins the vCPU threads of `device`'s VM itself: it does with KVM's
+/// lifecycle hook (the device names its VM) and `pin_vcpus` on. The agent's own pinning is the
+/// fallback for kernels without the hook, or with kernel pinning off.
+pub fn kernel_pins(tree: &Tree, device: &str) -> bool {
+    tree.read("host/pin_vcpus").is_ok_and(|v| v == "1")
+        && tree
+            .read(&format!("host/{device}/vm"))
+            .is_ok_and(|v| v.starts_with("vm "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +370,24 @@ mod tests {
         assert_eq!(device_of(&tree, 42).unwrap().as_deref(), Some("hwc2"));
         assert_eq!(device_of(&tree, 4242).unwrap().as_deref(), Some("hwc1"));
         assert_eq!(device_of(&tree, 7).unwrap(), None);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn leaves_pinning_to_a_kernel_that_pins() {
+        let root = std::env::temp_dir().join(format!("hwconvey-pins-{}", std::process::id()));
+        let dev = root.join("host").join("hwc0");
+        fs::create_dir_all(&dev).unwrap();
+        let tree = Tree::new(&root);
+        // A kernel without the hook has neither file.
+        assert!(!kernel_pins(&tree, "hwc0"));
+        fs::write(root.join("host/pin_vcpus"), "1\n").unwrap();
+        fs::write(dev.join("vm"), "none\n").unwrap();
+        assert!(!kernel_pins(&tree, "hwc0"));
+        fs::write(dev.join("vm"), "vm 0xffff8880 vcpus 2\n").unwrap();
+        assert!(kernel_pins(&tree, "hwc0"));
+        fs::write(root.join("host/pin_vcpus"), "0\n").unwrap();
+        assert!(!kernel_pins(&tree, "hwc0"));
         fs::remove_dir_all(&root).unwrap();
     }
 }
