@@ -17,3 +17,9 @@ cargo bench -q -p hwconvey-proto --features std 2>&1 | grep -vE '^\s*$|Finished|
 "$here/modules.sh"
 log "loopback latency in the VM (TCG: emulated CPUs, figures are upper bounds)"
 "$here/vm-run" --cpus 4 --numa 2 tools/testing/vm/bench-latency.sh "${BENCH_N:-10000}"
+log "latency across a real VM boundary (a guest under the patched QEMU, nested TCG: upper bounds)"
+HWC_QEMU=${HWC_QEMU:-$("$here/build-qemu.sh")}
+KDIR=${KDIR:-$("$here/build-kernel.sh")}
+export HWC_QEMU KDIR
+cargo build -q -p hwconvey-tools
+HWC_VM_TIMEOUT=${HWC_VM_TIMEOUT:-3000} "$here/vm-run" --cpus 4 --numa 2 tools/testing/vm/bench-real-guest.sh "${BENCH_REAL_N:-1000}"

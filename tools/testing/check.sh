@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cd "$HWC_ROOT"
 
-SUITES=(hwconvey_host hwconvey_guest rust_cpuhp rust_sysfs rust_memory_notifier)
+SUITES=(hwconvey_host hwconvey_guest rust_cpuhp rust_sysfs rust_memory_notifier rust_kvm_lifecycle)
 passed=0
 failed=0
 tally() { # tally FILE: adds up "N passed; M failed" of cargo and our own lines
@@ -30,7 +30,9 @@ trap 'rm -rf "$logs"' EXIT
 
 "$here/setup.sh"
 KDIR=${KDIR:-$("$here/build-kernel.sh")}
-export KDIR
+# The QEMU that hands the device to the real guests of the scenarios.
+HWC_QEMU=${HWC_QEMU:-$("$here/build-qemu.sh")}
+export KDIR HWC_QEMU
 
 log "native tests"
 cargo test --workspace --all-features 2>&1 | tee "$logs/cargo" | grep -E '^test result|FAILED|panicked' || true
@@ -57,7 +59,9 @@ log "KUnit suites and scenarios in the VM"
 set +e
 # movablecore: half the memory in ZONE_MOVABLE, so that memory blocks can go
 # offline in the memory hotplug scenario.
-"$here/vm-run" --cpus 4 --numa 2 --append movablecore=50% --keep "$logs/vm" tools/testing/vm/check.sh
+# The scenarios with real guests boot nested VMs: the VM's limit covers theirs.
+HWC_VM_TIMEOUT=${HWC_VM_TIMEOUT:-3000} "$here/vm-run" --cpus 4 --numa 2 --append movablecore=50% \
+	--keep "$logs/vm" tools/testing/vm/check.sh
 vm_rc=$?
 set -e
 python3 "$here/ktap.py" "$logs/vm" "${SUITES[@]}" | tee "$logs/kunit" || true

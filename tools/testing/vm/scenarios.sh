@@ -16,7 +16,9 @@ n=0
 for s in tools/testing/scenarios/[0-9]*.sh; do
 	n=$((n + 1))
 	name=$(basename "$s" .sh)
-	out=$(timeout 300 bash "$s" 2>&1)
+	# A scenario may ask for more time than 300 s ("# timeout: N" in its header).
+	limit=$(sed -n 's/^# timeout: \([0-9]*\)$/\1/p' "$s" | head -1)
+	out=$(timeout "${limit:-300}" bash "$s" 2>&1)
 	rc=$?
 	# Whatever a scenario left behind must not leak into the next one.
 	for d in $(ls /sys/bus/vdpa/devices 2>/dev/null); do vdpa dev del "$d" 2>/dev/null; done
@@ -25,6 +27,9 @@ for s in tools/testing/scenarios/[0-9]*.sh; do
 	done
 	for c in /sys/devices/system/cpu/cpu[0-9]*/online; do
 		[ "$(cat "$c")" = 1 ] || echo 1 >"$c"
+	done
+	for m in /sys/devices/system/memory/memory[0-9]*/state; do
+		[ "$(cat "$m")" != offline ] || echo online >"$m" 2>/dev/null
 	done
 	if [ $rc = 0 ]; then
 		echo "ok $n $name"

@@ -1,0 +1,61 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The device across VMMs that come and go (97-real-guest.sh has the guest's
+# side; these VMMs are the patched QEMU paused before boot, holding the
+# device through /dev/vhost-vdpa-N as any VMM does):
+#   - a VMM is killed: the device loses its owner and the guest's allocation
+#     goes back to the free pool (release_on_exit);
+#   - a new VMM takes the same device: its guest starts with the initial
+#     allocation again;
+#   - with release_on_exit off, a departed VMM's allocation stays;
+#   - the device then serves the next guest, a driver in the host itself,
+#     which sees that allocation.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/real-guest.sh"
+
+load_host
+echo 1 >$H/initial_cpus
+echo 2 >$H/default_quota_cpus
+echo 1 >$H/release_on_exit
+vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+bind hwc0 vhost_vdpa
+free_start=$(grep -c ' free$' $H/cpus)
+
+# takes PID: the device's owner is QEMU PID.
+takes() { wait_until 30 "QEMU $1 taking the device (owner $(cat $H/hwc0/owner_pid))" eval "[ \"\$(cat $H/hwc0/owner_pid)\" = $1 ]"; }
+# killed PID: QEMU PID is killed; the host shows the owner gone once it has
+# applied release_on_exit.
+killed() {
+	kill -9 "$1"
+	rm -f "$GDIR/paused.pid"
+	wait_until 30 "the device losing its owner after QEMU $1 was killed" eval "[ \"\$(cat $H/hwc0/owner_pid)\" = none ]"
+}
+
+first=$(vmm_paused hwc0) || fail "no paused QEMU: $first"
+takes "$first"
+killed "$first"
+[ "$(cat $H/hwc0/allocation)" = "cpus 0 memory_mib 0" ] || fail "after the kill the guest holds $(cat $H/hwc0/allocation)"
+[ "$(grep -c ' free$' $H/cpus)" = $((free_start + 1)) ] || fail "the guest's CPU is not free again"
+note "QEMU $first killed: the device has no owner, the guest's CPU is free"
+
+second=$(vmm_paused hwc0) || fail "no paused QEMU: $second"
+takes "$second"
+[ "$(cat $H/hwc0/allocation)" = "cpus 1 memory_mib 0" ] ||
+	fail "a new VMM on the device: its guest holds $(cat $H/hwc0/allocation), not the initial allocation"
+note "a new VMM (QEMU $second) took the device: its guest starts with $(cat $H/hwc0/allocation)"
+
+echo 0 >$H/release_on_exit
+held=$(cat $H/hwc0/allocation)
+killed "$second"
+[ "$(cat $H/hwc0/allocation)" = "$held" ] || fail "release_on_exit 0: the guest went from $held to $(cat $H/hwc0/allocation)"
+note "release_on_exit 0: after QEMU $second was killed the guest keeps $held"
+
+# The next guest: a driver in the host itself.
+load_guest
+bind hwc0 virtio_vdpa
+in_sync
+[ "$(cat $G/allocation)" = "$held" ] || fail "the next guest sees $(cat $G/allocation), not $held"
+note "the device serves the next guest (loopback), which holds $(cat $G/allocation)"
+vdpa dev del hwc0 || fail "vdpa dev del"
+unload_all

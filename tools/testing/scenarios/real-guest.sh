@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Helpers for the scenarios with a real guest (tools/testing/guest-vm),
+# sourced after lib.sh. One guest at a time, in $GDIR; it is killed when the
+# scenario exits, whatever the verdict.
+
+GVM=$HWC_ROOT/tools/testing/guest-vm
+AGENT=$HWC_ROOT/target/debug/hwconvey-vmm-agent
+[ -x "$HWC_QEMU" ] || fail "no patched QEMU in HWC_QEMU (make check builds it: tools/testing/build-qemu.sh)"
+[ -x "$AGENT" ] || fail "the tools are not built (make check builds them with cargo test)"
+GDIR=$(mktemp -d)
+trap '"$GVM" stop "$GDIR" --kill >/dev/null 2>&1; [ -f "$GDIR/paused.pid" ] && kill -9 "$(cat "$GDIR/paused.pid")" 2>/dev/null; rm -rf "$GDIR"' EXIT
+
+# guest_start DEV [VCPUS]: boots a guest with vDPA device DEV (bound to
+# vhost_vdpa) and VCPUS vCPUs (1), up to 4.
+guest_start() {
+	local v
+	v=$(ls "/sys/bus/vdpa/devices/$1" | grep -m1 '^vhost-vdpa-') || fail "$1 has no vhost-vdpa device"
+	# The guest's own projection stays out of it (one sample a minute) until a
+	# scenario tests it.
+	out=$("$GVM" start "$GDIR" --vhost "/dev/$v" --cpus "${2:-1}" --max-cpus 4 --memory 256 --max-memory 1024 \
+		--module-args period_ms=60000 2>&1) ||
+		fail "the guest did not start: $out"
+	note "$out"
+}
+guest_pid() { cat "$GDIR/qemu.pid"; }
+# vmm_paused DEV: a VMM that holds DEV (bound to vhost_vdpa) without booting:
+# the patched QEMU, paused before boot; prints its pid.
+vmm_paused() {
+	local v
+	v=$(ls "/sys/bus/vdpa/devices/$1" | grep -m1 '^vhost-vdpa-') || fail "$1 has no vhost-vdpa device"
+	"$HWC_QEMU" -machine q35,memory-backend=ram -accel tcg -m 128M \
+		-object memory-backend-memfd,id=ram,size=128M,share=on -nodefaults -display none -S \
+		-device "vhost-vdpa-device-pci,vhostdev=/dev/$v,disable-legacy=on" >"$GDIR/paused.log" 2>&1 &
+	echo $! >"$GDIR/paused.pid"
+	echo $!
+}
+# guest_stop [--kill]: powers the guest off (or kills QEMU), waits for QEMU.
+guest_stop() { "$GVM" stop "$GDIR" "$@" || fail "the guest did not stop"; }
+# gsh CMD...: runs a command line in the guest, prints its output.
+gsh() { "$GVM" run "$GDIR" --timeout 120 "$*"; }
+# gfield FILE: the guest's /sys/kernel/hwconvey/guest/FILE.
+gfield() { gsh cat "$G/$1"; }
+# kv TEXT NAME: the value after NAME in "name value name value ..." TEXT.
+kv() { tr ' ' '\n' <<<"$1" | grep -A1 -x "$2" | tail -1; }
+# range_list FILE: the ids of a range-list file ("0-2,5"), one per line.
+range_list() {
+	tr ',' '\n' <"$1" | awk -F- 'NF { for (c = $1; c <= ($2 == "" ? $1 : $2); c++) print c }'
+}
+
+# wait_until SECONDS WHAT CMD...: polls CMD until it succeeds.
+wait_until() {
+	local t=$1 what=$2 end=$((SECONDS + $1))
+	shift 2
+	until "$@"; do
+		[ $SECONDS -lt $end ] || fail "$what: not within $t s"
+		sleep 0.3
+	done
+}
+
+# guest_in_sync: waits until the guest's copy is at the host's generation.
+guest_in_sync() {
+	local end=$((SECONDS + 60))
+	until [ "$(gfield generation)" = "$(cat $H/generation)" ]; do
+		[ $SECONDS -lt $end ] ||
+			fail "guest copy at generation $(gfield generation), host at $(cat $H/generation), after 60 s"
+		sleep 0.3
+	done
+}
+
+# guest_agrees WHEN: the guest's allocation and its view of every host CPU
+# equal what the host shows (the guest says "mine" where the host names it).
+guest_agrees() {
+	local gid hc gc
+	gid=$(cat $H/hwc0/guest_id)
+	[ "$(gfield allocation)" = "$(cat $H/hwc0/allocation)" ] ||
+		fail "$1: guest allocation '$(gfield allocation)', host '$(cat $H/hwc0/allocation)'"
+	hc=$(cat $H/cpus)
+	gc=$(gfield cpus | sed "s/ mine\$/ guest $gid/")
+	[ "$gc" = "$hc" ] || fail "$1: guest view of the CPUs differs: $(diff <(echo "$hc") <(echo "$gc") | tr '\n' ' ')"
+}
