@@ -35,10 +35,15 @@ vhost() { echo "/dev/$(ls "/sys/bus/vdpa/devices/$1" | grep -m1 '^vhost-vdpa-')"
 
 tmp=$(mktemp -d)
 pids=()
-# gone PID: waits (bounded) until process PID, not a child of this shell, is gone.
+# gone PID: waits (bounded) until process PID, not a child of this shell, has
+# exited (a zombie nobody reaps in the test VM counts as exited).
 gone() {
 	local i
-	for i in $(seq 150); do [ -d "/proc/$1" ] || return 0; sleep 0.2; done
+	for i in $(seq 150); do
+		[ -d "/proc/$1" ] || return 0
+		[ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" != Z ] || return 0
+		sleep 0.2
+	done
 	return 1
 }
 stop_all() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; gone "$p"; done; rm -rf "$tmp"; }
