@@ -17,11 +17,7 @@ bind hwc0 virtio_vdpa
 in_sync
 before=$(online_blocks)
 events=$(cat $H/memory_events)
-victim=
-for m in $(ls -d $M/memory[0-9]* | sort -V | tac); do
-	if echo offline >$m/state 2>/dev/null; then victim=${m##*/memory}; break; fi
-done
-[ -n "$victim" ] || fail "no memory block could go offline"
+victim=$(offline_a_block) || fail "no memory block could go offline"
 in_sync
 [ "$(cat $H/memory_events)" -gt "$events" ] || fail "the host saw no memory event"
 [ "$(online_blocks)" = $((before - 1)) ] || fail "host: $(online_blocks) blocks online, was $before"

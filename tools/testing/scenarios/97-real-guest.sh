@@ -65,11 +65,7 @@ guest_in_sync
 
 # A host memory block goes offline and online.
 M=/sys/devices/system/memory
-block=
-for m in $(ls -d $M/memory[0-9]* | sort -V | tac); do
-	if echo offline >$m/state 2>/dev/null; then block=${m##*/memory}; break; fi
-done
-[ -n "$block" ] || fail "no host memory block could go offline"
+block=$(offline_a_block) || fail "no memory block could go offline"
 guest_in_sync
 [ "$(kv "$(gsh cat $G/last_diff)" blocks_offlined)" = 1 ] || fail "the guest's diff: $(gsh cat $G/last_diff)"
 echo online >$M/memory$block/state || fail "online memory$block"

@@ -38,6 +38,20 @@ wait_log() {
 	fail "no kernel log line matching '$1' within ${2:-10} s"
 }
 
+# offline_a_block: takes offline the highest-numbered memory block that can
+# go offline and prints its number, or fails (status 1) if none can (the
+# first block of a node holds the node's own structures and cannot).
+offline_a_block() {
+	local m
+	for m in $(ls -d /sys/devices/system/memory/memory[0-9]* | sort -V | tac); do
+		if echo offline >"$m/state" 2>/dev/null; then
+			echo "${m##*/memory}"
+			return 0
+		fi
+	done
+	return 1
+}
+
 loaded() { grep -q "^$1 " /proc/modules; }
 load() { loaded "$1" || insmod "$HWC_ROOT/$2" || fail "insmod $2"; }
 load_host() { load hwconvey_host host_mod/hwconvey_host.ko; }
