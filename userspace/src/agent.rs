@@ -76,6 +76,19 @@ pub struct Agent {
     pin: bool,
 }
 
+/// Whether `tid` is a thread of process `pid` (its `/proc/<pid>/task/<tid>` exists).
+fn is_thread_of(pid: i32, tid: i32) -> bool {
+    pid > 0 && tid > 0 && Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+}
+
+/// The threads of `reported` that `belongs` accepts.
+fn threads_of(
+    reported: impl Iterator<Item = VcpuThread>,
+    belongs: impl Fn(i32) -> bool,
+) -> Vec<VcpuThread> {
+    reported.filter(|t| belongs(t.thread_id)).collect()
+}
+
 fn sysfs_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Sysfs(format!("{what}: {e}"))
 }
@@ -101,6 +114,13 @@ impl Agent {
             memory_root: memory_root.to_owned(),
             pin,
         }
+    }
+
+    /// The VMM's pid: the process at the other end of the QMP socket.
+    fn vmm_pid(&self) -> Result<i32, Error> {
+        self.qmp
+            .peer_pid()
+            .map_err(|e| Error::Pin(format!("the VMM's pid from the QMP socket: {e}")))
     }
 
     /// The node of host memory block `index`, from its `node<N>` link.
@@ -165,19 +185,19 @@ impl Agent {
         Ok(slots)
     }
 
+    /// The vCPU threads QMP reports, keeping only those that are threads of the VMM at the
+    /// other end of the socket: the agent pins as root, and must not move another process's
+    /// thread because a VMM said so.
     fn threads(&mut self) -> Result<Vec<VcpuThread>, Error> {
         let list = self.qmp.execute("query-cpus-fast", Value::Null)?;
-        Ok(list
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                Some(VcpuThread {
-                    cpu_index: c.get("cpu-index")?.as_u64()?,
-                    thread_id: i32::try_from(c.get("thread-id")?.as_i64()?).ok()?,
-                })
+        let vmm = self.vmm_pid()?;
+        let reported = list.as_array().into_iter().flatten().filter_map(|c| {
+            Some(VcpuThread {
+                cpu_index: c.get("cpu-index")?.as_u64()?,
+                thread_id: i32::try_from(c.get("thread-id")?.as_i64()?).ok()?,
             })
-            .collect())
+        });
+        Ok(threads_of(reported, |tid| is_thread_of(vmm, tid)))
     }
 
     fn dimms(&mut self) -> Result<Vec<Dimm>, Error> {
@@ -242,6 +262,13 @@ impl Agent {
                 host_cpu,
                 ..
             } => {
+                // Checked again right before: the thread may have exited since the plan.
+                let vmm = self.vmm_pid()?;
+                if !is_thread_of(vmm, *thread_id) {
+                    return Err(Error::Pin(format!(
+                        "thread {thread_id} is not a thread of the VMM (pid {vmm})"
+                    )));
+                }
                 affinity::set(*thread_id, &[*host_cpu]).map_err(|e: io::Error| {
                     Error::Pin(format!("pinning thread {thread_id} to CPU {host_cpu}: {e}"))
                 })?;
@@ -354,6 +381,23 @@ pub fn kernel_pins(tree: &Tree, device: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pins_only_threads_of_the_vmm() {
+        let me = std::process::id() as i32;
+        // The main thread's id is the process id; pid 1 is no thread of a test process.
+        assert!(is_thread_of(me, me));
+        assert!(!is_thread_of(me, 1));
+        assert!(!is_thread_of(1, me));
+        assert!(!is_thread_of(me, 0) && !is_thread_of(0, me) && !is_thread_of(me, -1));
+        let reported = [(0, me), (1, 1), (2, -5)].map(|(cpu_index, thread_id)| VcpuThread {
+            cpu_index,
+            thread_id,
+        });
+        let kept = threads_of(reported.into_iter(), |tid| is_thread_of(me, tid));
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].thread_id, me);
+    }
 
     #[test]
     fn finds_the_device_a_vmm_owns() {

@@ -3,7 +3,7 @@
 //! A QMP client: QEMU's JSON machine protocol over a UNIX socket.
 //!
 //! One command at a time: `execute` sends it and reads lines until its reply,
-//! keeping the asynchronous events that arrive in between.
+//! counting the asynchronous events that arrive in between.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -53,7 +53,9 @@ impl From<io::Error> for Error {
 pub struct Qmp {
     writer: UnixStream,
     reader: BufReader<UnixStream>,
-    events: Vec<Value>,
+    /// Asynchronous events received: the agent acts on state it queries, not on events, so
+    /// they are only counted (a VMM sending them without end costs nothing).
+    events: u64,
 }
 
 impl Qmp {
@@ -66,7 +68,7 @@ impl Qmp {
         let mut qmp = Qmp {
             writer: stream,
             reader,
-            events: Vec::new(),
+            events: 0,
         };
         let greeting = qmp.read_message()?;
         if greeting.get("QMP").is_none() {
@@ -126,11 +128,7 @@ impl Qmp {
                 });
             }
             if reply.contains_key("event") {
-                // Bounded: a VMM flooding events between replies loses the oldest.
-                if self.events.len() >= 1024 {
-                    self.events.remove(0);
-                }
-                self.events.push(Value::Object(reply));
+                self.events = self.events.saturating_add(1);
                 continue;
             }
             return Err(Error::Protocol(format!(
@@ -140,8 +138,16 @@ impl Qmp {
         }
     }
 
-    /// The events received so far, oldest first; clears them.
-    pub fn take_events(&mut self) -> Vec<Value> {
-        std::mem::take(&mut self.events)
+    /// How many asynchronous events arrived so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The process at the other end of the socket (the VMM), as the kernel reports it.
+    pub fn peer_pid(&self) -> io::Result<i32> {
+        let cred =
+            nix::sys::socket::getsockopt(&self.writer, nix::sys::socket::sockopt::PeerCredentials)
+                .map_err(io::Error::from)?;
+        Ok(cred.pid())
     }
 }
