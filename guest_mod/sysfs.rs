@@ -89,6 +89,10 @@ fn show_sent(_: &Knobs, page: &mut Page<'_>) -> Result {
     counter(page, |g| g.stats.sent.load(Ordering::Relaxed))
 }
 
+fn show_sampling_ns(_: &Knobs, page: &mut Page<'_>) -> Result {
+    counter(page, |g| g.stats.sampling_ns.load(Ordering::Relaxed))
+}
+
 fn show_responses(_: &Knobs, page: &mut Page<'_>) -> Result {
     counter(page, |g| g.stats.responses.load(Ordering::Relaxed))
 }
@@ -185,6 +189,12 @@ fn store_request(k: &Knobs, text: &str) -> Result {
 fn show_last_update(_: &Knobs, page: &mut Page<'_>) -> Result {
     let (generation, ns) = current()?.handler().last_update();
     writeln!(page, "generation {generation} ns {ns}")?;
+    Ok(())
+}
+
+fn show_applied_pass_ns(_: &Knobs, page: &mut Page<'_>) -> Result {
+    let ns = current()?.handler().applied_pass_ns.load(Ordering::Relaxed);
+    writeln!(page, "{ns}")?;
     Ok(())
 }
 
@@ -384,7 +394,7 @@ fn show_cpus(_: &Knobs, page: &mut Page<'_>) -> Result {
     })
 }
 
-static ATTRS: [Attribute<Knobs>; 20] = [
+static ATTRS: [Attribute<Knobs>; 22] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"messages_received", show_received),
@@ -395,6 +405,7 @@ static ATTRS: [Attribute<Knobs>; 20] = [
     Attribute::ro(c"last_response", show_last_response),
     Attribute::rw(c"request", show_request, store_request),
     Attribute::ro(c"last_update", show_last_update),
+    Attribute::ro(c"last_update_pass_ns", show_applied_pass_ns),
     Attribute::rw(c"bench_roundtrip", show_bench, store_bench),
     Attribute::rw(c"period_ms", show_period, store_period),
     Attribute::rw(c"horizon", show_horizon, store_horizon),
@@ -402,6 +413,7 @@ static ATTRS: [Attribute<Knobs>; 20] = [
     Attribute::rw(c"hysteresis", show_hysteresis, store_hysteresis),
     Attribute::ro(c"projection", show_projection),
     Attribute::ro(c"samples_recent", show_samples_recent),
+    Attribute::ro(c"sampling_ns", show_sampling_ns),
     Attribute::ro(c"last_diff", show_last_diff),
     Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"cpus", show_cpus),

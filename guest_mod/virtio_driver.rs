@@ -62,6 +62,9 @@ pub(crate) struct Stats {
     pub(crate) bad: AtomicU64,
     pub(crate) sent: AtomicU64,
     pub(crate) generation: AtomicU64,
+    /// Time spent taking samples and projecting, in ns (the sampling's own cost: what an
+    /// idle guest pays for hwconvey).
+    pub(crate) sampling_ns: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -88,6 +91,10 @@ pub(crate) struct Guest {
     answered: CondVar,
     /// When (monotonic ns) the stored copy moved to `generation`.
     updated_ns: AtomicI64,
+    /// When (monotonic ns) the current pass of the device's work started, and the start of the
+    /// pass that applied the last update: the stages of an update's way, for the benchmark.
+    pass_ns: AtomicI64,
+    pub(crate) applied_pass_ns: AtomicI64,
     /// The id of the next request.
     pub(crate) next_request: AtomicU32,
     /// The host answered a snapshot request "busy": ask again at the next sample.
@@ -198,6 +205,8 @@ impl Guest {
                 });
                 self.updated_ns
                     .store(Instant::<Monotonic>::now().as_nanos(), Ordering::Relaxed);
+                self.applied_pass_ns
+                    .store(self.pass_ns.load(Ordering::Relaxed), Ordering::Relaxed);
                 self.stats.generation.store(generation, Ordering::Relaxed);
                 // Under the lock waiters check their condition with: none misses this update.
                 let guard = self.last_response.lock();
@@ -264,8 +273,14 @@ impl virtqueue::Handler for Guest {
 
     fn process(vqs: ArcBorrow<'_, Virtqueues<Self>>, notified: u32) {
         let guest = vqs.handler();
+        guest
+            .pass_ns
+            .store(Instant::<Monotonic>::now().as_nanos(), Ordering::Relaxed);
         if notified & SAMPLE != 0 {
+            let start = Instant::<Monotonic>::now();
             guest.sample(&vqs);
+            let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
+            guest.stats.sampling_ns.fetch_add(ns, Ordering::Relaxed);
         }
         let mut ack = None;
         let mut resync = false;
@@ -501,6 +516,8 @@ impl GuestDriver {
                 last_diff <- new_mutex!(None),
                 answered <- new_condvar!(),
                 updated_ns: AtomicI64::new(0),
+                pass_ns: AtomicI64::new(0),
+                applied_pass_ns: AtomicI64::new(0),
                 next_request: AtomicU32::new(1),
                 snapshot_owed: AtomicBool::new(false),
                 log_budget <- new_mutex!(TokenBucket::new(

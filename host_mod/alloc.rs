@@ -12,12 +12,13 @@ use crate::proto::{
     delta::write_delta,
     error::Error as ProtoError,
     in_kernel::{new_inventory, KInventory},
-    inventory::{Owner, ONLINE},
+    inventory::{Owner, NODE_CPUS, NO_NODE, ONLINE, PRESENT},
     message::{
         encode_response, DeltaWriter, Reason, Request, RequestKind, Response, Status, MAX_MSG_SIZE,
         NODE_ANY,
     },
 };
+use crate::scan::Placement;
 use kernel::{numa::NodeId, prelude::*};
 
 /// What the host does with guests, set through sysfs.
@@ -68,6 +69,35 @@ pub(crate) struct Guest {
     /// Its VMM went away and its allocation went back to the free pool
     /// ([`Policy::release_on_exit`]): the next VMM starts it afresh.
     pub(crate) released: bool,
+    /// What the guest lost to hotplug with nothing to replace it (it shrank), and is given back
+    /// when capacity returns.
+    pub(crate) owed: Owed,
+}
+
+/// CPUs and memory blocks a guest lost with no replacement, and the node of the first of each
+/// it lost, where a restoration looks first.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Owed {
+    pub(crate) cpus: u32,
+    pub(crate) cpus_node: u16,
+    pub(crate) blocks: u32,
+    pub(crate) blocks_node: u16,
+}
+
+impl Owed {
+    fn add_cpu(&mut self, node: u16) {
+        if self.cpus == 0 {
+            self.cpus_node = node;
+        }
+        self.cpus = self.cpus.saturating_add(1);
+    }
+
+    fn add_block(&mut self, node: u16) {
+        if self.blocks == 0 {
+            self.blocks_node = node;
+        }
+        self.blocks = self.blocks.saturating_add(1);
+    }
 }
 
 /// Counters of the host's decisions.
@@ -79,6 +109,8 @@ pub(crate) struct Decisions {
     pub(crate) rate_limited: u64,
     pub(crate) reallocations: u64,
     pub(crate) shrinks: u64,
+    /// CPUs and memory blocks given back to guests that had shrunk.
+    pub(crate) restores: u64,
 }
 
 /// What a publication produced: a delta for every guest, or the need for a snapshot.
@@ -155,6 +187,7 @@ impl HostState {
                 last_request: None,
                 last_response: None,
                 released: false,
+                owed: Owed::default(),
             },
             GFP_KERNEL,
         )?;
@@ -189,6 +222,7 @@ impl HostState {
         if let Some(g) = self.guest_mut(id) {
             g.released = true;
         }
+        self.restore();
         self.inventory.generation != before
     }
 
@@ -215,10 +249,54 @@ impl HostState {
     pub(crate) fn remove_guest(&mut self, id: u32) {
         self.release_all(id);
         self.guests.retain(|g| g.id != id);
+        self.restore();
+    }
+
+    /// Gives guests that shrank what they lost, as far as the free pool and their quotas
+    /// allow, NUMA-near where they lost it first; guests in the order they were added. Called
+    /// whenever capacity may have come back. The caller publishes.
+    fn restore(&mut self) {
+        let mut restored = 0;
+        for i in 0..self.guests.len() {
+            let Some(&Guest {
+                id, quota, owed, ..
+            }) = self.guests.get(i)
+            else {
+                break;
+            };
+            if owed.cpus == 0 && owed.blocks == 0 {
+                continue;
+            }
+            let mut left = owed;
+            if owed.cpus > 0 {
+                let (_, n) = self.grant_cpus(Owner(id), owed.cpus, owed.cpus_node, &quota);
+                left.cpus -= n.min(owed.cpus);
+                restored += u64::from(n);
+            }
+            if owed.blocks > 0 {
+                let mib = self.inventory.block_mib();
+                let want = u64::from(owed.blocks).saturating_mul(mib);
+                let want = u32::try_from(want).unwrap_or(u32::MAX);
+                let (_, n) = self.grant_memory(Owner(id), want, owed.blocks_node, &quota);
+                left.blocks -= n.min(owed.blocks);
+                restored += u64::from(n);
+            }
+            if let Some(g) = self.guests.get_mut(i) {
+                g.owed = left;
+            }
+        }
+        if restored > 0 {
+            self.decisions.restores += restored;
+            self.inventory.bump_generation();
+        }
     }
 
     /// Frees everything guest `id` holds.
     fn release_all(&mut self, id: u32) {
+        if let Some(g) = self.guest_mut(id) {
+            // Released on purpose: nothing is owed any more.
+            g.owed = Owed::default();
+        }
         let owner = Owner(id);
         let mut changed = false;
         let d = self.inventory.dims();
@@ -343,8 +421,13 @@ impl HostState {
                         n += 1;
                     }
                 }
+                if let Some(g) = self.guest_mut(id) {
+                    // The guest says what it wants now: it is owed no CPU any more.
+                    g.owed.cpus = 0;
+                }
                 if n > 0 {
                     self.inventory.bump_generation();
+                    self.restore();
                 }
                 (plan, n)
             }
@@ -375,9 +458,12 @@ impl HostState {
         resp
     }
 
-    /// CPU `cpu` came online (`online`) or is going offline. An allocated CPU that goes offline
-    /// is replaced from the free pool, as close to it as possible, else its guest shrinks.
-    pub(crate) fn cpu_changed(&mut self, cpu: u32, online: bool) -> Result {
+    /// CPU `cpu` came online (`Some`, where it sits) or is going offline (`None`). An allocated
+    /// CPU that goes offline is replaced from the free pool, as close to it as possible, else
+    /// its guest shrinks. A CPU that comes online is present, on its node, whatever the
+    /// inventory said of it before (it may have been hot-added since it was built).
+    pub(crate) fn cpu_changed(&mut self, cpu: u32, placement: Option<Placement>) -> Result {
+        let online = placement.is_some();
         let Some(c) = self.inventory.cpu_mut(cpu) else {
             return Err(EINVAL);
         };
@@ -385,17 +471,29 @@ impl HostState {
         if was == online {
             return Ok(());
         }
-        if online {
-            c.state |= ONLINE;
+        if let Some(p) = placement {
+            c.state |= PRESENT | ONLINE;
+            c.node = p.node;
+            c.package = p.package;
+            c.core = p.core;
+            c.thread = p.thread;
+            if let Some(n) = self.inventory.node_mut(u32::from(p.node)) {
+                n.state |= PRESENT | ONLINE | NODE_CPUS;
+            }
         } else {
             c.state &= !ONLINE;
         }
-        let owner = c.owner;
-        let node = c.node;
+        let (owner, node) = {
+            let c = self.inventory.cpu_mut(cpu).ok_or(EINVAL)?;
+            let owner = c.owner;
+            if !online && owner.is_guest() {
+                // A guest's CPUs are online: this one goes back to the pool (offline).
+                c.owner = Owner::FREE;
+            }
+            (owner, c.node)
+        };
         if !online && owner.is_guest() {
-            // A guest's CPUs are online: give this one back to the pool (offline) and find a
-            // replacement near it.
-            c.owner = Owner::FREE;
+            // Find a replacement near it.
             let quota = Quota {
                 max_cpus: u32::MAX,
                 max_mem_mib: u64::MAX,
@@ -410,16 +508,25 @@ impl HostState {
                 self.decisions.reallocations += 1;
             } else {
                 self.decisions.shrinks += 1;
+                if let Some(g) = self.guest_mut(owner.0) {
+                    g.owed.add_cpu(near);
+                }
             }
         }
         self.inventory.bump_generation();
+        if online {
+            self.restore();
+        }
         Ok(())
     }
 
     /// Memory blocks `first..first + count` went online or offline. Allocated blocks that go
     /// offline are replaced from the free pool, near them, else their guest shrinks.
     pub(crate) fn blocks_changed(&mut self, first: u32, count: u32, online: bool) -> Result {
-        let mut lost: KVec<(Owner, u16)> = KVec::new();
+        // Room for every block of the range that is in the table, taken before anything
+        // changes: a failure then leaves the inventory as it was.
+        let span = count.min(self.inventory.dims().blocks) as usize;
+        let mut lost: KVec<(Owner, u16)> = KVec::with_capacity(span, GFP_KERNEL)?;
         let mut changed = false;
         for i in first..first.saturating_add(count) {
             let Some(b) = self.inventory.block_mut(i) else {
@@ -434,8 +541,10 @@ impl HostState {
             } else {
                 b.state &= !ONLINE;
                 if b.owner.is_guest() {
-                    lost.push((b.owner, b.node), GFP_KERNEL)?;
-                    b.owner = Owner::FREE;
+                    // Within capacity: at most one entry per block of the table.
+                    if lost.push_within_capacity((b.owner, b.node)).is_ok() {
+                        b.owner = Owner::FREE;
+                    }
                 }
             }
         }
@@ -451,10 +560,17 @@ impl HostState {
                 self.decisions.reallocations += 1;
             } else {
                 self.decisions.shrinks += 1;
+                if let Some(g) = self.guest_mut(owner.0) {
+                    g.owed
+                        .add_block(if node == NO_NODE { NODE_ANY } else { node });
+                }
             }
         }
         if changed {
             self.inventory.bump_generation();
+        }
+        if online {
+            self.restore();
         }
         Ok(())
     }

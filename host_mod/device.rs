@@ -26,6 +26,7 @@ use kernel::{
     prelude::*,
     sync::{Arc, Mutex},
     sysfs::Dir,
+    time::{Instant, Monotonic},
     vdpa::{self, Queues},
 };
 
@@ -63,6 +64,14 @@ pub(crate) struct DevInfo {
     pub(crate) bad: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) last_ack: AtomicU64,
+    /// When (monotonic ns) `last_ack` arrived.
+    pub(crate) last_ack_ns: AtomicU64,
+    /// When (monotonic ns) the device's worker last wrote a message into the guest's ring.
+    pub(crate) last_sent_ns: AtomicU64,
+    /// Passes of the device's worker, and the time they took in ns: what this guest costs
+    /// the host beyond the publications every guest gets.
+    pub(crate) work_passes: AtomicU64,
+    pub(crate) work_ns: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -128,13 +137,21 @@ impl HwcDevice {
             // The snapshot to come covers it.
             return Ok(());
         }
-        if out.msgs.len() >= OUTBOX_MAX {
+        // The parts of a snapshot on its way do not count: a snapshot larger than the outbox
+        // must still go out whole while the host keeps changing.
+        let queued = out
+            .msgs
+            .iter()
+            .filter(|m| m.kind != Kind::SnapshotPart)
+            .count();
+        if queued >= OUTBOX_MAX {
             bump(&self.stats.dropped);
             out.drop_updates();
             if kind != Kind::Response {
                 return Ok(());
             }
             if out.msgs.len() >= OUTBOX_MAX {
+                // Only responses are left (the snapshot parts went with the updates).
                 let _ = out.msgs.remove(0);
             }
         }
@@ -212,6 +229,9 @@ impl HwcDevice {
                 }
                 bump(&self.stats.acks);
                 self.stats.last_ack.store(generation, Ordering::Relaxed);
+                self.stats
+                    .last_ack_ns
+                    .store(Host::now_ns(), Ordering::Relaxed);
             }
             GuestMsg::Request(_) if features & (1 << F_REQUEST) == 0 => {
                 self.reject("a request", ProtoError::MessageType)
@@ -352,12 +372,21 @@ impl HwcDevice {
                         Ok(n) if n == msg.bytes.len() => {
                             let _ = chain.complete(n as u32);
                             bump(&self.stats.sent);
+                            self.stats
+                                .last_sent_ns
+                                .store(Host::now_ns(), Ordering::Relaxed);
                         }
-                        // The message is lost: the guest would see a gap, so it gets a
-                        // snapshot instead.
+                        // The update is lost: the guest would see a gap, so it gets a
+                        // snapshot instead. A response goes back to the head of the outbox,
+                        // since nothing else would ever answer that request.
                         _ => {
                             bump(&self.stats.bad);
-                            self.resync();
+                            let mut out = self.outbox.lock();
+                            if msg.kind == Kind::Response && out.msgs.reserve(1, GFP_KERNEL).is_ok()
+                            {
+                                let _ = out.msgs.insert_within_capacity(0, msg);
+                            }
+                            out.drop_updates();
                             return true;
                         }
                     }
@@ -438,11 +467,15 @@ impl vdpa::SoftDevice for HwcDevice {
 
     fn process(dev: &vdpa::Device<Self>, queues: &mut Queues<'_>, _kicked: u32) {
         let d = dev.data();
+        let start = Instant::<Monotonic>::now();
         let more_requests = d.drain_requests(queues);
         let more_events = d.fill_events(queues);
         if more_requests || more_events {
             dev.schedule();
         }
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
+        bump(&d.stats.work_passes);
+        d.stats.work_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     fn status_changed(dev: &vdpa::Device<Self>, running: bool) {

@@ -3,7 +3,7 @@
 //! Keeps the inventory current: CPU and memory hotplug events change it, re-allocate what the
 //! guests lose, and publish the update.
 
-use crate::Host;
+use crate::{scan::Placement, Host};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     cpu::CpuId,
@@ -34,7 +34,10 @@ impl Hotplug {
         CPU_EVENTS.fetch_add(1, Ordering::Relaxed);
         let mut st = self.host.state.lock();
         let before = st.inventory.generation;
-        st.cpu_changed(cpu.as_u32(), online)?;
+        // A CPU coming online brings its node and topology: it may not have been present
+        // when the inventory was built.
+        let placement = online.then(|| Placement::of(cpu));
+        st.cpu_changed(cpu.as_u32(), placement)?;
         if st.inventory.generation != before {
             pr_info!(
                 "CPU {} {}: generation {}\n",

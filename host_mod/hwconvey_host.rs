@@ -72,6 +72,9 @@ pub(crate) struct Host {
     pin_lock: Mutex<()>,
     /// vCPU threads the scheduler refused to pin (`set_cpus_allowed_ptr` failed).
     pub(crate) pin_failures: AtomicU64,
+    /// The last publication that went out: its generation, how many devices it went to, and
+    /// how long queueing it for all of them took (ns). Written under the state lock.
+    pub(crate) last_publication: [AtomicU64; 3],
 }
 
 /// One vCPU thread to move, planned under the locks and applied after them.
@@ -126,6 +129,7 @@ impl Host {
                 Publication::Snapshot
             }
         };
+        let start = Instant::<Monotonic>::now();
         let devices = self.devices.lock();
         match publication {
             Publication::Nothing => return,
@@ -146,6 +150,11 @@ impl Host {
         for dev in devices.iter() {
             dev.schedule();
         }
+        let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
+        let [generation, count, ns] = &self.last_publication;
+        generation.store(st.inventory.generation, Ordering::Relaxed);
+        count.store(devices.len() as u64, Ordering::Relaxed);
+        ns.store(took, Ordering::Relaxed);
     }
 
     pub(crate) fn device_added(&self, dev: &vdpa::Device<HwcDevice>) {
@@ -358,7 +367,11 @@ impl Host {
         let msg = buf.get(..len).ok_or(EINVAL)?;
         let now = Instant::<Monotonic>::now().as_nanos();
         for dev in self.devices.lock().iter() {
-            dev.data().push(msg, Kind::Delta)?;
+            // As in a publication: a device that cannot take the delta gets a snapshot, and
+            // the other devices still get it.
+            if dev.data().push(msg, Kind::Delta).is_err() {
+                dev.data().resync();
+            }
             dev.schedule();
         }
         drop(st);
@@ -456,6 +469,7 @@ impl HwconveyHost {
                 vms <- new_mutex!(vms::Vms::default()),
                 pin_lock <- new_mutex!(()),
                 pin_failures: AtomicU64::new(0),
+                last_publication: [const { AtomicU64::new(0) }; 3],
             }),
             GFP_KERNEL,
         )
@@ -464,14 +478,22 @@ impl HwconveyHost {
 
 #[kunit_tests(hwconvey_host)]
 mod tests {
+    use super::alloc::{HostState, Publication};
     use super::proto::admission::{plan_cpus, Quota};
     use super::proto::guest::Update;
+    use super::proto::idlist;
     use super::proto::in_kernel::new_guest_copy;
+    use super::proto::in_kernel::{new_inventory, KInventory};
+    use super::proto::inventory::{
+        Cpu, Dims, MemBlock, NODE_CPUS, NODE_MEMORY, NO_NODE, NO_PACKAGE, PRESENT,
+    };
     use super::proto::inventory::{Owner, ONLINE};
     use super::proto::message::Status;
     use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE, NODE_ANY};
-    use super::scan::scan;
+    use super::proto::message::{Motive, Request, RequestKind};
+    use super::scan::{scan, Placement};
     use kernel::prelude::*;
+    use kernel::time::{Instant, Monotonic};
 
     #[test]
     fn inventory_matches_the_running_kernel() -> Result {
@@ -554,6 +576,266 @@ mod tests {
             let c = host.cpus().get(id as usize).ok_or(EINVAL)?;
             assert!(c.online() && c.owner == Owner::FREE);
         }
+        Ok(())
+    }
+
+    /// A page of text, as sysfs gives a `show` callback: writing past it fails.
+    struct PageBuf {
+        len: usize,
+    }
+
+    impl core::fmt::Write for PageBuf {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.len += s.len();
+            if self.len > kernel::page::PAGE_SIZE {
+                return Err(core::fmt::Error);
+            }
+            Ok(())
+        }
+    }
+
+    /// The host of the size the design targets: 8192 CPUs (64 nodes x 64 cores x 2 threads,
+    /// thread 0 of every core first, as x86 enumerates), 16384 blocks of 128 MiB, 64 nodes.
+    fn large_inventory() -> Result<KInventory> {
+        let (cpus, blocks, nodes) = (8192u32, 16384u32, 64u32);
+        let mut inv = new_inventory()?;
+        inv.reset(Dims {
+            cpus,
+            blocks,
+            nodes,
+            block_size: 128 << 20,
+        })?;
+        let cores = cpus / 2;
+        for id in 0..cpus {
+            let core = id % cores;
+            let node = (core / (cores / nodes)) as u16;
+            *inv.cpu_mut(id).ok_or(EINVAL)? = Cpu {
+                node,
+                state: PRESENT | ONLINE,
+                thread: (id / cores) as u8,
+                package: node / 4,
+                core,
+                owner: Owner::FREE,
+            };
+        }
+        for i in 0..blocks {
+            *inv.block_mut(i).ok_or(EINVAL)? = MemBlock {
+                node: (i / (blocks / nodes)) as u16,
+                state: PRESENT | ONLINE,
+                owner: Owner::FREE,
+            };
+        }
+        for n in 0..nodes {
+            inv.node_mut(n).ok_or(EINVAL)?.state = PRESENT | ONLINE | NODE_CPUS | NODE_MEMORY;
+        }
+        Ok(inv)
+    }
+
+    fn us_since(t: Instant<Monotonic>) -> i64 {
+        t.elapsed().as_micros_ceil()
+    }
+
+    /// The host's own paths (state, initial allocation, publication, snapshot, replacement of a
+    /// CPU going offline, admission, the sysfs range lists) on the largest host the design
+    /// targets, with 16 guests of 256 CPUs: none fails, and their times are printed.
+    #[test]
+    fn large_host_in_kernel() -> Result {
+        let t = Instant::<Monotonic>::now();
+        let mut st = HostState::new(large_inventory()?)?;
+        let t_state = us_since(t);
+
+        st.policy.initial_cpus = 256;
+        st.policy.default_quota = Quota {
+            max_cpus: 512,
+            max_mem_mib: 1 << 20,
+        };
+        let t = Instant::<Monotonic>::now();
+        for id in 1..=16 {
+            assert_eq!(st.add_guest(id, 0)?, 256);
+        }
+        let t_guests = us_since(t);
+        let t = Instant::<Monotonic>::now();
+        let first = st.publish()?;
+        let t_publish = us_since(t);
+        assert!(!matches!(first, Publication::Nothing));
+
+        // What a guest that resyncs gets: the whole inventory, in parts.
+        let t = Instant::<Monotonic>::now();
+        let mut copy = new_guest_copy()?;
+        let mut enc = SnapshotEncoder::new(1);
+        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
+        let (mut parts, mut bytes) = (0, 0);
+        while let Some(n) = enc.next_part(&st.inventory, &mut buf)? {
+            copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
+            parts += 1;
+            bytes += n;
+        }
+        let t_snapshot = us_since(t);
+        assert!(copy.stored().cpus() == st.inventory.cpus());
+        assert!(copy.stored().blocks() == st.inventory.blocks());
+
+        // One of guest 1's CPUs goes offline: replaced near it, and the delta is small.
+        let victim = st
+            .inventory
+            .cpus()
+            .iter()
+            .position(|c| c.owner == Owner(1))
+            .ok_or(EINVAL)? as u32;
+        let t = Instant::<Monotonic>::now();
+        st.cpu_changed(victim, None)?;
+        let delta = st.publish()?;
+        let t_offline = us_since(t);
+        let Publication::Delta(len) = delta else {
+            return Err(EINVAL);
+        };
+        assert!(len <= 64);
+        let update = copy.receive(st.scratch.get(..len).ok_or(EINVAL)?)?;
+        assert!(matches!(
+            update,
+            Update::Applied {
+                snapshot: false,
+                ..
+            }
+        ));
+        assert_eq!(st.decisions.reallocations, 1);
+        let held = |st: &HostState, id| {
+            st.inventory
+                .cpus()
+                .iter()
+                .filter(|c| c.owner == Owner(id))
+                .count()
+        };
+        assert_eq!(held(&st, 1), 256);
+
+        // Admission of 64 more CPUs for guest 2, NUMA-local.
+        let req = Request {
+            id: 1,
+            kind: RequestKind::Cpus,
+            node: NODE_ANY,
+            amount: 64,
+            motive: Motive::default(),
+        };
+        let t = Instant::<Monotonic>::now();
+        let resp = st.admit(2, &req, 0)?;
+        let t_admit = us_since(t);
+        assert_eq!(resp.status, Status::Granted);
+        assert_eq!(held(&st, 2), 320);
+
+        // The per-device range lists that sysfs shows fit a page.
+        let t = Instant::<Monotonic>::now();
+        for id in 1..=16 {
+            let mut page = PageBuf { len: 0 };
+            let cpus = st.guest_cpus(id)?;
+            idlist::write(&mut page, cpus.iter().copied()).map_err(|_| EFBIG)?;
+        }
+        let t_render = us_since(t);
+
+        pr_info!(
+            "large host (8192 CPUs, 16384 blocks, 64 nodes, 16 guests): state {t_state} us, \
+             16 initial allocations {t_guests} us, first publication {t_publish} us, \
+             snapshot {parts} parts {bytes} bytes encoded and applied {t_snapshot} us, \
+             CPU offline replaced and published {t_offline} us ({len} bytes), \
+             admission of 64 CPUs {t_admit} us, 16 CPU lists rendered {t_render} us\n"
+        );
+        Ok(())
+    }
+
+    /// A guest that shrank because nothing could replace what went offline gets it back when
+    /// capacity returns: a CPU another guest releases, a memory block coming back online.
+    #[test]
+    fn shrunk_guest_is_restored() -> Result {
+        let mut st = HostState::new(large_inventory()?)?;
+        st.policy.initial_cpus = 0;
+        st.policy.default_quota = Quota {
+            max_cpus: 8192,
+            max_mem_mib: 1 << 30,
+        };
+        st.add_guest(1, 0)?;
+        st.add_guest(2, 0)?;
+        // Guest 1 holds 4 CPUs and 2 blocks, guest 2 everything else: the free pool is empty.
+        let d = st.inventory.dims();
+        for id in 0..d.cpus {
+            st.inventory.cpu_mut(id).ok_or(EINVAL)?.owner = Owner(if id < 4 { 1 } else { 2 });
+        }
+        for i in 0..d.blocks {
+            st.inventory.block_mut(i).ok_or(EINVAL)?.owner = Owner(if i < 2 { 1 } else { 2 });
+        }
+        let held_cpus = |st: &HostState| {
+            st.inventory
+                .cpus()
+                .iter()
+                .filter(|c| c.owner == Owner(1))
+                .count()
+        };
+        let held_blocks = |st: &HostState| {
+            st.inventory
+                .blocks()
+                .iter()
+                .filter(|b| b.owner == Owner(1))
+                .count()
+        };
+
+        st.cpu_changed(1, None)?;
+        assert_eq!(st.decisions.shrinks, 1);
+        assert_eq!(held_cpus(&st), 3);
+        assert_eq!(st.guest(1).ok_or(EINVAL)?.owed.cpus, 1);
+        let req = Request {
+            id: 1,
+            kind: RequestKind::ReleaseCpus,
+            node: NODE_ANY,
+            amount: 1,
+            motive: Motive::default(),
+        };
+        let generation = st.inventory.generation;
+        assert_eq!(st.admit(2, &req, 0)?.status, Status::Granted);
+        assert_eq!(held_cpus(&st), 4);
+        assert_eq!(st.guest(1).ok_or(EINVAL)?.owed.cpus, 0);
+        assert_eq!(st.decisions.restores, 1);
+        assert!(st.inventory.generation > generation);
+
+        st.blocks_changed(1, 1, false)?;
+        assert_eq!(held_blocks(&st), 1);
+        assert_eq!(st.guest(1).ok_or(EINVAL)?.owed.blocks, 1);
+        st.blocks_changed(1, 1, true)?;
+        assert_eq!(held_blocks(&st), 2);
+        assert_eq!(st.guest(1).ok_or(EINVAL)?.owed.blocks, 0);
+        assert_eq!(st.decisions.restores, 2);
+        Ok(())
+    }
+
+    /// A CPU that was possible but not present when the inventory was built, then hot-added:
+    /// online, it is present and on its node, and the snapshot that carries it is one that a
+    /// guest accepts; admission may then grant it.
+    #[test]
+    fn hot_added_cpu_is_published_present_on_its_node() -> Result {
+        let mut inv = large_inventory()?;
+        let hot = 8191;
+        *inv.cpu_mut(hot).ok_or(EINVAL)? = Cpu {
+            node: NO_NODE,
+            state: 0,
+            thread: 0,
+            package: NO_PACKAGE,
+            core: 0,
+            owner: Owner::FREE,
+        };
+        let mut st = HostState::new(inv)?;
+        let placement = Placement {
+            node: 63,
+            package: 15,
+            core: 4095,
+            thread: 1,
+        };
+        st.cpu_changed(hot, Some(placement))?;
+        let c = *st.inventory.cpus().get(hot as usize).ok_or(EINVAL)?;
+        assert_eq!(c.state, PRESENT | ONLINE);
+        assert_eq!(c.node, 63);
+        let mut copy = new_guest_copy()?;
+        let mut enc = SnapshotEncoder::new(1);
+        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
+        while let Some(n) = enc.next_part(&st.inventory, &mut buf)? {
+            copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
+        }
+        assert!(copy.stored().cpus() == st.inventory.cpus());
         Ok(())
     }
 

@@ -14,6 +14,27 @@ fn node_id(node: Option<u32>) -> u16 {
     node.and_then(|n| u16::try_from(n).ok()).unwrap_or(NO_NODE)
 }
 
+/// Where an online CPU sits: its node and topology, as the inventory records them.
+#[derive(Clone, Copy)]
+pub(crate) struct Placement {
+    pub(crate) node: u16,
+    pub(crate) package: u16,
+    pub(crate) core: u32,
+    pub(crate) thread: u8,
+}
+
+impl Placement {
+    /// The placement of `id`, which must be online for its topology to be set up.
+    pub(crate) fn of(id: cpu::CpuId) -> Self {
+        Self {
+            node: node_id(id.node()),
+            package: u16::try_from(id.package_id()).unwrap_or(NO_PACKAGE),
+            core: id.core_id(),
+            thread: u8::try_from(id.thread_index()).unwrap_or(u8::MAX),
+        }
+    }
+}
+
 fn state(present: bool, online: bool) -> u8 {
     (if present { PRESENT } else { 0 }) | (if online { ONLINE } else { 0 })
 }
@@ -48,9 +69,10 @@ pub(crate) fn scan() -> Result<KInventory> {
         c.node = if present { node_id(id.node()) } else { NO_NODE };
         c.owner = Owner::FREE;
         if online {
-            c.package = u16::try_from(id.package_id()).unwrap_or(NO_PACKAGE);
-            c.core = id.core_id();
-            c.thread = u8::try_from(id.thread_index()).unwrap_or(u8::MAX);
+            let p = Placement::of(id);
+            c.package = p.package;
+            c.core = p.core;
+            c.thread = p.thread;
         } else {
             c.package = NO_PACKAGE;
         }

@@ -182,6 +182,21 @@ decision_file!(show_denied, denied);
 decision_file!(show_rate_limited, rate_limited);
 decision_file!(show_reallocations, reallocations);
 decision_file!(show_shrinks, shrinks);
+decision_file!(show_restores, restores);
+
+/// "generation <g> devices <n> ns <t>": the last publication, and how long queueing it for
+/// every device took.
+fn show_last_publication(h: &Host, page: &mut Page<'_>) -> Result {
+    let [generation, devices, ns] = &h.last_publication;
+    writeln!(
+        page,
+        "generation {} devices {} ns {}",
+        generation.load(Ordering::Relaxed),
+        devices.load(Ordering::Relaxed),
+        ns.load(Ordering::Relaxed)
+    )?;
+    Ok(())
+}
 
 fn show_pin_failures(h: &Host, page: &mut Page<'_>) -> Result {
     writeln!(page, "{}", h.pin_failures.load(Ordering::Relaxed))?;
@@ -198,7 +213,7 @@ fn show_memory_events(_: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static HOST_ATTRS: [Attribute<Host>; 23] = [
+static HOST_ATTRS: [Attribute<Host>; 25] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"devices", show_devices),
@@ -207,6 +222,7 @@ static HOST_ATTRS: [Attribute<Host>; 23] = [
     Attribute::rw(c"enforce", show_enforce, store_enforce),
     Attribute::rw(c"pin_vcpus", show_pin_vcpus, store_pin_vcpus),
     Attribute::ro(c"pin_failures", show_pin_failures),
+    Attribute::ro(c"last_publication", show_last_publication),
     Attribute::rw(
         c"release_on_exit",
         show_release_on_exit,
@@ -230,6 +246,7 @@ static HOST_ATTRS: [Attribute<Host>; 23] = [
     Attribute::ro(c"requests_rate_limited", show_rate_limited),
     Attribute::ro(c"reallocations", show_reallocations),
     Attribute::ro(c"shrinks", show_shrinks),
+    Attribute::ro(c"restores", show_restores),
     Attribute::ro(c"cpu_events", show_cpu_events),
     Attribute::ro(c"memory_events", show_memory_events),
     Attribute::ro(c"free_cpus", show_free_cpus),
@@ -320,11 +337,35 @@ fn show_dropped(d: &DevInfo, p: &mut Page<'_>) -> Result {
     num(p, &d.dropped)
 }
 
+fn show_last_ack_ns(d: &DevInfo, p: &mut Page<'_>) -> Result {
+    num(p, &d.last_ack_ns)
+}
+
+fn show_last_sent_ns(d: &DevInfo, p: &mut Page<'_>) -> Result {
+    num(p, &d.last_sent_ns)
+}
+
+fn show_work_passes(d: &DevInfo, p: &mut Page<'_>) -> Result {
+    num(p, &d.work_passes)
+}
+
+fn show_work_ns(d: &DevInfo, p: &mut Page<'_>) -> Result {
+    num(p, &d.work_ns)
+}
+
 fn host_of(d: &DevInfo) -> Result<&Host> {
     d.host.as_deref().ok_or(ENODEV)
 }
 
 /// The VM that owns the device: "vm <id> vcpus <n>", or "none".
+/// "cpus <n> blocks <m>": what the guest lost with no replacement and is owed.
+fn show_owed(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let st = host_of(d)?.state.lock();
+    let owed = st.guest(d.guest_id).map(|g| g.owed).unwrap_or_default();
+    writeln!(page, "cpus {} blocks {}", owed.cpus, owed.blocks)?;
+    Ok(())
+}
+
 fn show_vm(d: &DevInfo, page: &mut Page<'_>) -> Result {
     let mm_id = d.owner_mm.load(Ordering::Acquire);
     let vms = host_of(d)?.vms.lock();
@@ -438,9 +479,10 @@ fn show_last_request(d: &DevInfo, page: &mut Page<'_>) -> Result {
             motive,
         }) => writeln!(
             page,
-            "id {id} kind {} amount {amount} node {node} motive {} demand {} held {}",
+            "id {id} kind {} amount {amount} node {node} motive {} {} demand {} held {}",
             kind.name(),
             motive.source,
+            motive.source_name(),
             motive.demand,
             motive.held
         )?,
@@ -471,7 +513,7 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static DEVICE_ATTRS: [Attribute<DevInfo>; 19] = [
+static DEVICE_ATTRS: [Attribute<DevInfo>; 24] = [
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"cpus", show_cpus),
     Attribute::ro(c"blocks", show_blocks),
@@ -483,14 +525,19 @@ static DEVICE_ATTRS: [Attribute<DevInfo>; 19] = [
     Attribute::ro(c"running", show_running),
     Attribute::ro(c"owner_pid", show_owner_pid),
     Attribute::ro(c"vm", show_vm),
+    Attribute::ro(c"owed", show_owed),
     Attribute::ro(c"vcpus", show_vcpus),
     Attribute::ro(c"messages_sent", show_sent),
     Attribute::ro(c"messages_received", show_received),
     Attribute::ro(c"requests", show_requests),
     Attribute::ro(c"acks", show_acks),
     Attribute::ro(c"last_ack", show_last_ack),
+    Attribute::ro(c"last_ack_ns", show_last_ack_ns),
+    Attribute::ro(c"last_sent_ns", show_last_sent_ns),
     Attribute::ro(c"bad_messages", show_bad),
     Attribute::ro(c"dropped_updates", show_dropped),
+    Attribute::ro(c"work_passes", show_work_passes),
+    Attribute::ro(c"work_ns", show_work_ns),
 ];
 
 /// Creates `/sys/kernel/hwconvey/host/`.

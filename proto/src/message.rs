@@ -178,6 +178,19 @@ pub const MOTIVE_PROJECTION: u16 = 1;
 /// The guest lost track of the host's state.
 pub const MOTIVE_RESYNC: u16 = 2;
 
+impl Motive {
+    /// The name of [`Motive::source`], as sysfs shows it after the number; a source this
+    /// side does not know (the guest chooses it) is "unknown".
+    pub const fn source_name(&self) -> &'static str {
+        match self.source {
+            MOTIVE_MANUAL => "manual",
+            MOTIVE_PROJECTION => "projection",
+            MOTIVE_RESYNC => "resync",
+            _ => "unknown",
+        }
+    }
+}
+
 /// A guest's resource request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {

@@ -62,7 +62,17 @@ in_sync
 [ "$(cat $H/shrinks)" = $((shrinks + 1)) ] || fail "shrinks: $(cat $H/shrinks)"
 [ "$(awk '{print $2}' $G/allocation)" = $((before - 1)) ] || fail "guest allocation $(cat $G/allocation), was $before CPUs"
 note "no free CPU: cpu $mine offline shrinks the guest from $before to $((before - 1)) CPUs"
-for c in $others $mine; do cpu_online "$c" 1; done
+[ "$(cat $H/hwc0/owed)" = "cpus 1 blocks 0" ] || fail "owed after the shrink: $(cat $H/hwc0/owed)"
+# Capacity returns: the guest gets back what it lost, before any other use of the CPU.
+restores=$(cat $H/restores)
+cpu_online "$mine" 1
+in_sync
+[ "$(cat $H/restores)" = $((restores + 1)) ] || fail "restores: $(cat $H/restores)"
+[ "$(cat $H/hwc0/owed)" = "cpus 0 blocks 0" ] || fail "owed after the restore: $(cat $H/hwc0/owed)"
+[ "$(awk '{print $2}' $G/allocation)" = "$before" ] || fail "guest allocation $(cat $G/allocation) after the restore, held $before CPUs"
+grep -qE "^cpu $mine node [0-9]+ guest " $H/cpus || fail "cpu $mine did not go back to the guest: $(cat $H/cpus)"
+note "cpu $mine online again: restored to the guest, back to $before CPUs"
+for c in $others; do cpu_online "$c" 1; done
 in_sync
 vdpa dev del hwc0
 unload_all

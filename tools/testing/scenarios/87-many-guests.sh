@@ -1,0 +1,61 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# timeout: 900
+#
+# 256 loopback guests on one host. Every device registers, its guest driver
+# binds and applies the host's snapshot; a host CPU going offline and online
+# again reaches every one of them (each acknowledges the generation); the
+# host's last publication went to all of them. Then all are deleted: the
+# host counts none; a second round of as many devices, added and deleted,
+# leaves the kernel holding no more memory than after the first, within
+# 8 KiB a device (the allocators' noise between rounds reaches 1.2 MiB; a
+# device takes about 130 KiB). The exact count is kmemleak's, on the debug
+# kernel, where this scenario runs with 64 devices.
+# The guests' own projection sleeps (period_ms=60000) and start with no CPU,
+# so that only the host's changes move anything.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/many-guests.sh"
+N=${HWC_GUESTS:-$(debug_kernel && echo 64 || echo 256)}
+
+load_host
+insmod "$GUEST_KO" period_ms=60000 || fail "insmod hwconvey_guest period_ms=60000"
+echo 0 >$H/initial_cpus
+before=$(kernel_kib)
+add_guests "$N"
+[ "$(cat $H/devices)" = "$N" ] || fail "the host counts $(cat $H/devices) devices, not $N"
+all_acked "$(cat $H/generation)" "$N" 180
+added=$(kernel_kib)
+note "$N guests in sync at generation $(cat $H/generation); the kernel holds $(((added - before) / N)) KiB more per device"
+
+victim=$(for c in /sys/devices/system/cpu/cpu[1-9]*; do [ "$(cat "$c/online")" = 1 ] && echo "${c##*cpu}"; done | head -1)
+[ -n "$victim" ] || fail "no CPU but cpu0 is online"
+gen=$(cat $H/generation)
+echo 0 >"/sys/devices/system/cpu/cpu$victim/online" || fail "cpu$victim offline"
+[ "$(cat $H/generation)" -gt "$gen" ] || fail "cpu$victim offline did not change the host's generation"
+gen=$(cat $H/generation)
+all_acked "$gen" "$N" 180
+read -r _ pub_gen _ pub_devices _ pub_ns <$H/last_publication
+[ "$pub_gen" = "$gen" ] && [ "$pub_devices" = "$N" ] ||
+	fail "last publication: $(cat $H/last_publication), expected generation $gen to $N devices"
+grep -q "^cpu $victim " $G/cpus && fail "a guest's copy still lists cpu$victim online"
+note "cpu$victim offline: all $N guests applied generation $gen; queueing it took the host $((pub_ns / N)) ns per guest"
+echo 1 >"/sys/devices/system/cpu/cpu$victim/online" || fail "cpu$victim online"
+gen=$(cat $H/generation)
+all_acked "$gen" "$N" 180
+grep -q "^cpu $victim " $G/cpus || fail "the guest's copy does not list cpu$victim online again"
+
+del_guests "$N"
+[ "$(cat $H/devices)" = 0 ] || fail "the host still counts $(cat $H/devices) devices"
+[ -z "$(ls /sys/bus/vdpa/devices)" ] || fail "vDPA devices left: $(ls /sys/bus/vdpa/devices)"
+# The allocators keep some of what the first devices took (slab pages, lazily
+# freed vmalloc areas), so what the kernel gives back is measured on a second
+# round of as many devices: it must end where the first ended.
+warm=$(kernel_kib)
+add_guests "$N"
+all_acked "$(cat $H/generation)" "$N" 180
+del_guests "$N"
+after=$(kernel_kib)
+note "deleted: the kernel holds $((after - warm)) KiB more after a second round of $N devices (KiB: $before before, $added with the first $N, $warm after them, $after after the second round)"
+[ $((after - warm)) -le $((N * 8)) ] ||
+	fail "$((after - warm)) KiB not given back after a second round of $N devices"
+unload_all
