@@ -396,6 +396,10 @@ impl HostState {
         let (plan, amount) = match req.kind {
             RequestKind::Cpus => {
                 let (plan, n) = self.grant_cpus(owner, req.amount, req.node, &quota);
+                if let Some(g) = self.guest_mut(id) {
+                    // What it got this way is no longer owed.
+                    g.owed.cpus = g.owed.cpus.saturating_sub(n);
+                }
                 if n > 0 {
                     self.inventory.bump_generation();
                 }
@@ -403,6 +407,9 @@ impl HostState {
             }
             RequestKind::Memory => {
                 let (plan, n) = self.grant_memory(owner, req.amount, req.node, &quota);
+                if let Some(g) = self.guest_mut(id) {
+                    g.owed.blocks = g.owed.blocks.saturating_sub(n);
+                }
                 if n > 0 {
                     self.inventory.bump_generation();
                 }

@@ -8,7 +8,7 @@
 //! that is too long, too short or malformed is counted and dropped, and changes nothing.
 //!
 //! A guest may be hostile: it cannot make the host queue more than [`OUTBOX_MAX`] messages for
-//! it, hold the device's worker for more than [`REQUEST_BUDGET`] requests at a time, nor get
+//! it (besides the parts of one snapshot), hold the device's worker for more than [`REQUEST_BUDGET`] requests at a time, nor get
 //! snapshots (a walk of the whole inventory under the host's lock) faster than its rate limit.
 
 use crate::proto::{
@@ -30,8 +30,8 @@ use kernel::{
     vdpa::{self, Queues},
 };
 
-/// Messages waiting for event-queue buffers, per device. A guest that does not post buffers
-/// cannot make the host hold more than this; past it, the outbox is dropped and the guest gets a
+/// Messages waiting for event-queue buffers, per device, besides the parts of one snapshot. A
+/// guest that does not post buffers cannot make the host hold more than this; past it, the outbox is dropped and the guest gets a
 /// fresh snapshot once it posts buffers again.
 const OUTBOX_MAX: usize = 64;
 
@@ -382,11 +382,11 @@ impl HwcDevice {
                         _ => {
                             bump(&self.stats.bad);
                             let mut out = self.outbox.lock();
-                            if msg.kind == Kind::Response && out.msgs.reserve(1, GFP_KERNEL).is_ok()
-                            {
+                            if msg.kind != Kind::Response {
+                                out.drop_updates();
+                            } else if out.msgs.reserve(1, GFP_KERNEL).is_ok() {
                                 let _ = out.msgs.insert_within_capacity(0, msg);
                             }
-                            out.drop_updates();
                             return true;
                         }
                     }

@@ -82,7 +82,14 @@ impl MemoryHotplug for Hotplug {
         let first = u32::try_from(start / block).unwrap_or(u32::MAX);
         let count = u32::try_from(len.div_ceil(block)).unwrap_or(u32::MAX);
         let mut st = self.host.state.lock();
-        let _ = st.blocks_changed(first, count, online);
+        if let Err(e) = st.blocks_changed(first, count, online) {
+            pr_warn!(
+                "memory blocks {}..{}: not recorded ({:?}): the inventory may be stale\n",
+                first,
+                first.saturating_add(count),
+                e
+            );
+        }
         pr_info!(
             "memory blocks {}..{} {}: generation {}\n",
             first,

@@ -239,6 +239,9 @@ impl Host {
             );
         }
         self.publish(&mut st);
+        drop(st);
+        // What it held may have gone to guests that had shrunk.
+        self.pin_vcpus();
     }
 
     /// Pins every vCPU thread of each device's VM to the CPUs allocated to the device's guest:
@@ -390,6 +393,9 @@ impl Host {
             .retain(|d| !core::ptr::eq::<vdpa::Device<HwcDevice>>(&**d, dev));
         st.remove_guest(dev.data().guest_id);
         self.publish(&mut st);
+        drop(st);
+        // What it held may have gone to guests that had shrunk.
+        self.pin_vcpus();
     }
 }
 

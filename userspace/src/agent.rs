@@ -116,11 +116,27 @@ impl Agent {
         }
     }
 
-    /// The VMM's pid: the process at the other end of the QMP socket.
+    /// The VMM's pid: the process at the other end of the QMP socket, which must also be the
+    /// process the host module records as the device's owner when there is one. (The socket's
+    /// peer is whoever listened on it: a QMP socket handed over as a file descriptor, or by
+    /// socket activation, names another process, and the agent then pins nothing.)
     fn vmm_pid(&self) -> Result<i32, Error> {
-        self.qmp
+        let peer = self
+            .qmp
             .peer_pid()
-            .map_err(|e| Error::Pin(format!("the VMM's pid from the QMP socket: {e}")))
+            .map_err(|e| Error::Pin(format!("the VMM's pid from the QMP socket: {e}")))?;
+        let owner = self
+            .tree
+            .read(&format!("host/{}/owner_pid", self.device))
+            .ok()
+            .and_then(|o| o.parse::<i32>().ok());
+        match owner {
+            Some(owner) if owner != peer => Err(Error::Pin(format!(
+                "the QMP socket's peer (pid {peer}) is not the owner of {} (pid {owner})",
+                self.device
+            ))),
+            _ => Ok(peer),
+        }
     }
 
     /// The node of host memory block `index`, from its `node<N>` link.
@@ -197,7 +213,16 @@ impl Agent {
                 thread_id: i32::try_from(c.get("thread-id")?.as_i64()?).ok()?,
             })
         });
-        Ok(threads_of(reported, |tid| is_thread_of(vmm, tid)))
+        let reported: Vec<VcpuThread> = reported.collect();
+        let kept = threads_of(reported.iter().copied(), |tid| is_thread_of(vmm, tid));
+        if kept.len() < reported.len() {
+            return Err(Error::Pin(format!(
+                "{} of the {} vCPU threads QMP reports are not threads of the VMM (pid {vmm})",
+                reported.len() - kept.len(),
+                reported.len()
+            )));
+        }
+        Ok(kept)
     }
 
     fn dimms(&mut self) -> Result<Vec<Dimm>, Error> {

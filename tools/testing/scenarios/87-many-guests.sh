@@ -9,10 +9,12 @@
 # host counts none; a second round of as many devices, added and deleted,
 # leaves the kernel holding no more memory than after the first, within
 # 8 KiB a device (the allocators' noise between rounds reaches 1.2 MiB; a
-# device takes about 130 KiB). The exact count is kmemleak's, on the debug
-# kernel, where this scenario runs with 64 devices.
-# The guests' own projection sleeps (period_ms=60000) and start with no CPU,
-# so that only the host's changes move anything.
+# device takes about 120 KiB). On the debug kernel (64 devices), KASAN keeps
+# freed objects in quarantine: there the count is kmemleak's, at the end of
+# make check.
+# The guests sample rarely (period_ms=60000), start with no CPU, and the host
+# answers every request with a denial (enforce 0, which changes no
+# generation), so that only the host's hotplug changes move anything.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/many-guests.sh"
 N=${HWC_GUESTS:-$(debug_kernel && echo 64 || echo 256)}
@@ -20,6 +22,7 @@ N=${HWC_GUESTS:-$(debug_kernel && echo 64 || echo 256)}
 load_host
 insmod "$GUEST_KO" period_ms=60000 || fail "insmod hwconvey_guest period_ms=60000"
 echo 0 >$H/initial_cpus
+echo 0 >$H/enforce
 before=$(kernel_kib)
 add_guests "$N"
 [ "$(cat $H/devices)" = "$N" ] || fail "the host counts $(cat $H/devices) devices, not $N"
@@ -56,6 +59,6 @@ all_acked "$(cat $H/generation)" "$N" 180
 del_guests "$N"
 after=$(kernel_kib)
 note "deleted: the kernel holds $((after - warm)) KiB more after a second round of $N devices (KiB: $before before, $added with the first $N, $warm after them, $after after the second round)"
-[ $((after - warm)) -le $((N * 8)) ] ||
+debug_kernel || [ $((after - warm)) -le $((N * 8)) ] ||
 	fail "$((after - warm)) KiB not given back after a second round of $N devices"
 unload_all
