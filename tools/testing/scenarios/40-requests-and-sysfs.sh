@@ -31,6 +31,15 @@ for i in $(seq 50); do [ "$(cat $H/hwc0/acks)" -ge 1 ] && break; sleep 0.1; done
 [ "$(cat $H/hwc0/last_ack)" = "$(cat $H/generation)" ] || fail "last ack $(cat $H/hwc0/last_ack)"
 note "generation $(cat $G/generation) on both sides; $(cat $H/hwc0/acks) ack(s)"
 
+# What names a VMM's processes or what a guest asked for is root's only.
+for f in owner_pid vm vcpus last_request last_response; do
+	[ "$(stat -c %a $H/hwc0/$f)" = 400 ] || fail "$H/hwc0/$f has mode $(stat -c %a $H/hwc0/$f), not 400"
+	setpriv --reuid=65534 --regid=65534 --clear-groups cat $H/hwc0/$f >/dev/null 2>&1 &&
+		fail "an unprivileged user read $H/hwc0/$f"
+done
+setpriv --reuid=65534 --regid=65534 --clear-groups cat $H/hwc0/allocation >/dev/null ||
+	fail "an unprivileged user cannot read $H/hwc0/allocation"
+
 sent=$(cat $G/messages_sent)
 for bad in "cpus 0" "cpus -1" "cpus 2 node" "cpus 2 node x" "memory" "bogus 1" "snapshot 3" "cpus 99999999999"; do
 	if echo "$bad" >$G/request 2>/dev/null; then fail "writing '$bad' succeeded"; fi
