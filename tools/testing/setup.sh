@@ -21,6 +21,8 @@ debs=(
 	qemu-system-x86 flex bison bc libelf-dev libssl-dev cpio kmod
 	iproute2 make gcc python3-pip busybox-static udev numactl
 	zstd xz-utils dwarves
+	# The peer benchmark (make bench) drives the simulated disk with fio.
+	fio
 	# The QEMU of the real-guest tests (build-qemu.sh) builds with these.
 	ninja-build pkg-config libglib2.0-dev libnuma-dev python3-venv patch
 )
