@@ -485,7 +485,7 @@ impl GuestDriver {
                 r.read_u32(CONFIG_MAX_MSG_SIZE as u32),
                 r.read_u32(CONFIG_GUEST_ID as u32),
             )
-        });
+        })?;
         // Messages from this device must fit the buffers this driver posts.
         let max_msg = usize::try_from(max_msg)?;
         if !(HEADER_SIZE..=MAX_MSG_SIZE).contains(&max_msg) {

@@ -481,11 +481,18 @@ impl vdpa::SoftDevice for HwcDevice {
     fn status_changed(dev: &vdpa::Device<Self>, running: bool) {
         let d = dev.data();
         d.stats.running.store(running, Ordering::Release);
-        // A driver that (re)starts the device knows nothing: it gets a full snapshot first, and
-        // no answer to a request of its previous life.
         let mut out = d.outbox.lock();
-        out.msgs.clear();
-        out.resync = true;
+        if running {
+            // A driver that starts the device knows nothing: it gets a full snapshot first.
+            // Responses stay: the reset before this start dropped those of the driver's
+            // previous life, so any queued now answer this driver (the device's worker may
+            // take requests as soon as the device runs, before this call).
+            out.drop_updates();
+        } else {
+            // Reset: nothing queued is for the next driver.
+            out.msgs.clear();
+            out.resync = true;
+        }
     }
 
     fn owner_changed(dev: &vdpa::Device<Self>, owner: Option<vdpa::Owner<'_>>) {
