@@ -490,9 +490,7 @@ mod tests {
     use super::proto::idlist;
     use super::proto::in_kernel::new_guest_copy;
     use super::proto::in_kernel::{new_inventory, KInventory};
-    use super::proto::inventory::{
-        Cpu, Dims, MemBlock, NODE_CPUS, NODE_MEMORY, NO_NODE, NO_PACKAGE, PRESENT,
-    };
+    use super::proto::inventory::{Cpu, NO_NODE, NO_PACKAGE, PRESENT};
     use super::proto::inventory::{Owner, ONLINE};
     use super::proto::message::Status;
     use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE, NODE_ANY};
@@ -600,40 +598,12 @@ mod tests {
         }
     }
 
-    /// The host of the size the design targets: 8192 CPUs (64 nodes x 64 cores x 2 threads,
-    /// thread 0 of every core first, as x86 enumerates), 16384 blocks of 128 MiB, 64 nodes.
+    /// The host of the size the design targets ([`Inventory::make_large_host`]).
+    ///
+    /// [`Inventory::make_large_host`]: super::proto::inventory::Inventory::make_large_host
     fn large_inventory() -> Result<KInventory> {
-        let (cpus, blocks, nodes) = (8192u32, 16384u32, 64u32);
         let mut inv = new_inventory()?;
-        inv.reset(Dims {
-            cpus,
-            blocks,
-            nodes,
-            block_size: 128 << 20,
-        })?;
-        let cores = cpus / 2;
-        for id in 0..cpus {
-            let core = id % cores;
-            let node = (core / (cores / nodes)) as u16;
-            *inv.cpu_mut(id).ok_or(EINVAL)? = Cpu {
-                node,
-                state: PRESENT | ONLINE,
-                thread: (id / cores) as u8,
-                package: node / 4,
-                core,
-                owner: Owner::FREE,
-            };
-        }
-        for i in 0..blocks {
-            *inv.block_mut(i).ok_or(EINVAL)? = MemBlock {
-                node: (i / (blocks / nodes)) as u16,
-                state: PRESENT | ONLINE,
-                owner: Owner::FREE,
-            };
-        }
-        for n in 0..nodes {
-            inv.node_mut(n).ok_or(EINVAL)?.state = PRESENT | ONLINE | NODE_CPUS | NODE_MEMORY;
-        }
+        inv.make_large_host()?;
         Ok(inv)
     }
 

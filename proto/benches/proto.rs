@@ -29,51 +29,23 @@ fn empty() -> Inv {
     Inv::new(Vec::new(), Vec::new(), Vec::new()).unwrap()
 }
 
-/// 8192 CPUs (64 nodes x 64 cores x 2 threads, thread 0 of every core
-/// first, as x86 enumerates), 16384 blocks of 128 MiB (256 per node), 64
-/// nodes; 16 guests each holding a range of CPUs and blocks.
+/// The largest host the design targets ([`Inventory::make_large_host`]),
+/// with 16 guests each holding a range of CPUs and blocks.
 fn large_host() -> Inv {
-    let (cpus, blocks, nodes) = (8192u32, 16384u32, 64u32);
     let mut inv = empty();
-    inv.reset(Dims {
-        cpus,
-        blocks,
-        nodes,
-        block_size: 128 << 20,
-    })
-    .unwrap();
-    let cores = cpus / 2;
-    for id in 0..cpus {
+    inv.make_large_host().unwrap();
+    let cores = inv.dims().cpus / 2;
+    for id in 0..inv.dims().cpus {
         let core = id % cores;
-        let node = (core / (cores / nodes)) as u16;
-        *inv.cpu_mut(id).unwrap() = Cpu {
-            node,
-            state: PRESENT | ONLINE,
-            thread: (id / cores) as u8,
-            package: node / 4,
-            core,
-            owner: if core % 512 < 256 {
-                Owner(1 + core / 512)
-            } else {
-                Owner::FREE
-            },
-        };
+        if core % 512 < 256 {
+            inv.cpu_mut(id).unwrap().owner = Owner(1 + core / 512);
+        }
     }
-    for i in 0..blocks {
-        *inv.block_mut(i).unwrap() = MemBlock {
-            node: (i / (blocks / nodes)) as u16,
-            state: PRESENT | ONLINE,
-            owner: if i % 1024 < 512 {
-                Owner(1 + i / 1024)
-            } else {
-                Owner::FREE
-            },
-        };
+    for i in 0..inv.dims().blocks {
+        if i % 1024 < 512 {
+            inv.block_mut(i).unwrap().owner = Owner(1 + i / 1024);
+        }
     }
-    for n in 0..nodes {
-        inv.node_mut(n).unwrap().state = PRESENT | ONLINE | NODE_CPUS | NODE_MEMORY;
-    }
-    inv.generation = 1;
     inv
 }
 

@@ -227,6 +227,53 @@ where
         Ok(())
     }
 
+    /// Makes this the largest host the design targets, all of it present,
+    /// online and free, at generation 1: 8192 CPUs (64 nodes x 64 cores x
+    /// 2 threads, thread 0 of every core first, as x86 enumerates them),
+    /// 16384 memory blocks of 128 MiB (256 per node), 64 nodes. The
+    /// benchmarks and the tests that measure the code at that size start
+    /// from it.
+    pub fn make_large_host(&mut self) -> Result {
+        const CPUS: u32 = 8192;
+        const BLOCKS: u32 = 16384;
+        const NODES: u32 = 64;
+        const CORES: u32 = CPUS / 2;
+        const CORES_PER_NODE: u32 = CORES / NODES;
+        const BLOCKS_PER_NODE: u32 = BLOCKS / NODES;
+        self.reset(Dims {
+            cpus: CPUS,
+            blocks: BLOCKS,
+            nodes: NODES,
+            block_size: 128 << 20,
+        })?;
+        let small = |v: u32| u16::try_from(v).map_err(|_| Error::Range);
+        for id in 0..CPUS {
+            let core = id % CORES;
+            let node = small(core / CORES_PER_NODE)?;
+            *self.cpu_mut(id).ok_or(Error::Range)? = Cpu {
+                node,
+                state: PRESENT | ONLINE,
+                thread: u8::try_from(id / CORES).map_err(|_| Error::Range)?,
+                package: node / 4,
+                core,
+                owner: Owner::FREE,
+            };
+        }
+        for i in 0..BLOCKS {
+            *self.block_mut(i).ok_or(Error::Range)? = MemBlock {
+                node: small(i / BLOCKS_PER_NODE)?,
+                state: PRESENT | ONLINE,
+                owner: Owner::FREE,
+            };
+        }
+        for n in 0..NODES {
+            self.node_mut(n).ok_or(Error::Range)?.state =
+                PRESENT | ONLINE | NODE_CPUS | NODE_MEMORY;
+        }
+        self.generation = 1;
+        Ok(())
+    }
+
     /// Resizes to `dims` with every component reset to its default: not
     /// present, node 0, free.
     pub fn reset(&mut self, dims: Dims) -> Result {
