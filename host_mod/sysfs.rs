@@ -315,43 +315,29 @@ fn show_running(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn show_sent(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.sent)
+/// A file showing one of the device's counters.
+macro_rules! counter_file {
+    ($($show:ident: $field:ident),* $(,)?) => {
+        $(
+            fn $show(d: &DevInfo, p: &mut Page<'_>) -> Result {
+                num(p, &d.$field)
+            }
+        )*
+    };
 }
-fn show_received(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.received)
-}
-fn show_requests(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.requests)
-}
-fn show_acks(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.acks)
-}
-fn show_last_ack(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.last_ack)
-}
-fn show_bad(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.bad)
-}
-fn show_dropped(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.dropped)
-}
-
-fn show_last_ack_ns(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.last_ack_ns)
-}
-
-fn show_last_sent_ns(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.last_sent_ns)
-}
-
-fn show_work_passes(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.work_passes)
-}
-
-fn show_work_ns(d: &DevInfo, p: &mut Page<'_>) -> Result {
-    num(p, &d.work_ns)
-}
+counter_file!(
+    show_sent: sent,
+    show_received: received,
+    show_requests: requests,
+    show_acks: acks,
+    show_last_ack: last_ack,
+    show_last_ack_ns: last_ack_ns,
+    show_last_sent_ns: last_sent_ns,
+    show_bad: bad,
+    show_dropped: dropped,
+    show_work_passes: work_passes,
+    show_work_ns: work_ns,
+);
 
 fn host_of(d: &DevInfo) -> Result<&Host> {
     d.host.as_deref().ok_or(ENODEV)
