@@ -57,7 +57,14 @@ warm=$(kernel_kib)
 add_guests "$N"
 all_acked "$(cat $H/generation)" "$N" 180
 del_guests "$N"
-after=$(kernel_kib)
+# Freeing is partly deferred (RCU, lazily purged vmalloc areas, idle workers
+# exiting): a leak stays, so the measure is taken again for up to 10 s until
+# it is within bounds.
+for i in $(seq 10); do
+	after=$(kernel_kib)
+	[ $((after - warm)) -le $((N * 8)) ] && break
+	sleep 1
+done
 note "deleted: the kernel holds $((after - warm)) KiB more after a second round of $N devices (KiB: $before before, $added with the first $N, $warm after them, $after after the second round)"
 debug_kernel || [ $((after - warm)) -le $((N * 8)) ] ||
 	fail "$((after - warm)) KiB not given back after a second round of $N devices"
