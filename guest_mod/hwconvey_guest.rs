@@ -187,4 +187,40 @@ mod tests {
         assert_eq!(copy.stored().generation, 6);
         Ok(())
     }
+
+    /// The guest's `cpus` file lists the largest host the design targets, a line per online
+    /// CPU with its owner as this guest sees it: far more than a page.
+    #[test]
+    fn cpu_table_holds_the_largest_host() -> Result {
+        let mut inv = new_inventory()?;
+        inv.make_large_host()?;
+        let me = Owner(3);
+        for id in (0..inv.dims().cpus).step_by(3) {
+            inv.cpu_mut(id).ok_or(EINVAL)?.owner = me;
+        }
+        let mut text = Text(KVVec::new());
+        crate::sysfs::write_cpu_table(&mut text, &inv, me)?;
+        let text = core::str::from_utf8(&text.0).map_err(|_| EINVAL)?;
+        assert!(text.len() > kernel::page::PAGE_SIZE);
+        let online = inv.cpus().iter().filter(|c| c.online()).count();
+        assert_eq!(text.lines().count(), online);
+        let mine = inv
+            .cpus()
+            .iter()
+            .filter(|c| c.online() && c.owner == me)
+            .count();
+        assert_eq!(text.lines().filter(|l| l.ends_with(" mine")).count(), mine);
+        Ok(())
+    }
+
+    /// The whole text of a file.
+    struct Text(KVVec<u8>);
+
+    impl core::fmt::Write for Text {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.0
+                .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+                .map_err(|_| core::fmt::Error)
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
+use crate::proto::in_kernel::KInventory;
 use crate::proto::inventory::Owner;
 use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL, NODE_ANY};
 use crate::sampler::KNOBS;
@@ -14,7 +15,7 @@ use kernel::{
     global_lock,
     prelude::*,
     sync::Arc,
-    sysfs::{Attribute, Dir, Page, SharedDir},
+    sysfs::{Attribute, Dir, Page, SharedDir, Window},
     virtio::virtqueue::Virtqueues,
 };
 
@@ -369,29 +370,27 @@ fn show_inventory(_: &Knobs, page: &mut Page<'_>) -> Result {
 }
 
 /// One line per online CPU of the stored copy: "cpu <id> node <n> <free|mine|guest <g>|host>".
-fn show_cpus(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_cpus(_: &Knobs, w: &mut Window<'_>) -> Result {
     let vqs = current()?;
-    vqs.handler().with_copy(|copy| -> Result {
-        let me = copy.me();
-        for (i, c) in copy
-            .stored()
-            .cpus()
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.online())
-        {
-            if c.owner == me {
-                writeln!(page, "cpu {i} node {} mine", c.node)?;
-            } else if c.owner == Owner::FREE {
-                writeln!(page, "cpu {i} node {} free", c.node)?;
-            } else if c.owner == Owner::HOST {
-                writeln!(page, "cpu {i} node {} host", c.node)?;
-            } else {
-                writeln!(page, "cpu {i} node {} guest {}", c.node, c.owner.0)?;
-            }
+    vqs.handler()
+        .with_copy(|copy| write_cpu_table(w, copy.stored(), copy.me()))
+}
+
+/// One line per online CPU of `inv`: "cpu <id> node <n> <free|mine|guest <g>|host>", where
+/// `me` is this guest.
+pub(crate) fn write_cpu_table(w: &mut impl Write, inv: &KInventory, me: Owner) -> Result {
+    for (i, c) in inv.cpus().iter().enumerate().filter(|(_, c)| c.online()) {
+        if c.owner == me {
+            writeln!(w, "cpu {i} node {} mine", c.node)?;
+        } else if c.owner == Owner::FREE {
+            writeln!(w, "cpu {i} node {} free", c.node)?;
+        } else if c.owner == Owner::HOST {
+            writeln!(w, "cpu {i} node {} host", c.node)?;
+        } else {
+            writeln!(w, "cpu {i} node {} guest {}", c.node, c.owner.0)?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 static ATTRS: [Attribute<Knobs>; 22] = [
@@ -416,7 +415,7 @@ static ATTRS: [Attribute<Knobs>; 22] = [
     Attribute::ro(c"sampling_ns", show_sampling_ns),
     Attribute::ro(c"last_diff", show_last_diff),
     Attribute::ro(c"inventory", show_inventory),
-    Attribute::ro(c"cpus", show_cpus),
+    Attribute::list(c"cpus", show_cpus),
 ];
 
 /// The guest's sysfs directory. Dropped before the module's driver registration goes away.

@@ -496,6 +496,7 @@ mod tests {
     use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE, NODE_ANY};
     use super::proto::message::{Motive, Request, RequestKind};
     use super::scan::{scan, Placement};
+    use super::sysfs::{write_blocks_of, write_cpu_table, write_cpus_of};
     use kernel::prelude::*;
     use kernel::time::{Instant, Monotonic};
 
@@ -583,18 +584,26 @@ mod tests {
         Ok(())
     }
 
-    /// A page of text, as sysfs gives a `show` callback: writing past it fails.
-    struct PageBuf {
-        len: usize,
+    /// The whole text of a file, as its readers get it piece by piece.
+    struct Text(KVVec<u8>);
+
+    impl core::fmt::Write for Text {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.0
+                .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+                .map_err(|_| core::fmt::Error)
+        }
     }
 
-    impl core::fmt::Write for PageBuf {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            self.len += s.len();
-            if self.len > kernel::page::PAGE_SIZE {
-                return Err(core::fmt::Error);
-            }
-            Ok(())
+    impl Text {
+        fn render(f: impl FnOnce(&mut Self) -> Result) -> Result<Self> {
+            let mut t = Self(KVVec::new());
+            f(&mut t)?;
+            Ok(t)
+        }
+
+        fn as_str(&self) -> Result<&str> {
+            core::str::from_utf8(&self.0).map_err(|_| EINVAL)
         }
     }
 
@@ -697,12 +706,12 @@ mod tests {
         assert_eq!(resp.status, Status::Granted);
         assert_eq!(held(&st, 2), 320);
 
-        // The per-device range lists that sysfs shows fit a page.
+        // The per-device range lists that sysfs shows.
         let t = Instant::<Monotonic>::now();
         for id in 1..=16 {
-            let mut page = PageBuf { len: 0 };
-            let cpus = st.guest_cpus(id)?;
-            idlist::write(&mut page, cpus.iter().copied()).map_err(|_| EFBIG)?;
+            let text = Text::render(|w| write_cpus_of(w, &st.inventory, Owner(id)))?;
+            let held = idlist::parse(text.as_str()?, u32::MAX).count_ids()?;
+            assert_eq!(held, st.guest_cpus(id)?.len() as u64);
         }
         let t_render = us_since(t);
 
@@ -712,6 +721,67 @@ mod tests {
              snapshot {parts} parts {bytes} bytes encoded and applied {t_snapshot} us, \
              CPU offline replaced and published {t_offline} us ({len} bytes), \
              admission of 64 CPUs {t_admit} us, 16 CPU lists rendered {t_render} us\n"
+        );
+        Ok(())
+    }
+
+    /// The sysfs files that list CPUs or blocks hold the largest host at its most fragmented
+    /// (every other CPU and block to a guest, the rest free): far more than a page, and every
+    /// entry is there. A file that had to fit a page would fail here.
+    #[test]
+    fn list_files_hold_the_largest_fragmented_host() -> Result {
+        let mut inv = large_inventory()?;
+        let (cpus, blocks) = (inv.dims().cpus, inv.dims().blocks);
+        for id in (0..cpus).step_by(2) {
+            inv.cpu_mut(id).ok_or(EINVAL)?.owner = Owner(1);
+        }
+        for index in (0..blocks).step_by(2) {
+            inv.block_mut(index).ok_or(EINVAL)?.owner = Owner(1);
+        }
+        let online = inv.cpus().iter().filter(|c| c.online()).count();
+        let mine = inv
+            .cpus()
+            .iter()
+            .filter(|c| c.online() && c.owner == Owner(1))
+            .count();
+        let free = inv
+            .cpus()
+            .iter()
+            .filter(|c| c.online() && c.owner == Owner::FREE)
+            .count();
+        assert!(mine > 1000 && free > 1000);
+
+        let t = Instant::<Monotonic>::now();
+        let guest_cpus = Text::render(|w| write_cpus_of(w, &inv, Owner(1)))?;
+        let free_cpus = Text::render(|w| write_cpus_of(w, &inv, Owner::FREE))?;
+        let guest_blocks = Text::render(|w| write_blocks_of(w, &inv, Owner(1)))?;
+        let table = Text::render(|w| write_cpu_table(w, &inv))?;
+        let t_render = us_since(t);
+
+        for list in [&guest_cpus, &free_cpus, &guest_blocks, &table] {
+            assert!(list.0.len() > kernel::page::PAGE_SIZE);
+        }
+        let count =
+            |t: &Text| -> Result<u64> { Ok(idlist::parse(t.as_str()?, u32::MAX).count_ids()?) };
+        assert_eq!(count(&guest_cpus)?, mine as u64);
+        assert_eq!(count(&free_cpus)?, free as u64);
+        assert_eq!(count(&guest_blocks)?, u64::from(blocks.div_ceil(2)));
+        let lines = table.as_str()?.lines().count();
+        assert_eq!(lines, online);
+        let guest_lines = table
+            .as_str()?
+            .lines()
+            .filter(|l| l.ends_with(" guest 1"))
+            .count();
+        assert_eq!(guest_lines, mine);
+
+        pr_info!(
+            "fragmented large host: cpus list {} bytes, free_cpus {} bytes, blocks {} bytes, \
+             CPU table {} bytes, rendered in {t_render} us\n",
+            guest_cpus.0.len(),
+            free_cpus.0.len(),
+            guest_blocks.0.len(),
+            table.0.len()
         );
         Ok(())
     }

@@ -9,6 +9,7 @@ use crate::device::DevInfo;
 use crate::hotplug::{CPU_EVENTS, MEMORY_EVENTS};
 use crate::proto::{
     admission::Quota,
+    in_kernel::KInventory,
     inventory::Owner,
     message::{Request, Response},
 };
@@ -18,7 +19,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     prelude::*,
     sync::Arc,
-    sysfs::{Attribute, Dir, Page, SharedDir},
+    sysfs::{Attribute, Dir, Page, SharedDir, Window},
 };
 
 /// The host's directory and the shared root it lives in.
@@ -249,47 +250,58 @@ static HOST_ATTRS: [Attribute<Host>; 25] = [
     Attribute::ro(c"restores", show_restores),
     Attribute::ro(c"cpu_events", show_cpu_events),
     Attribute::ro(c"memory_events", show_memory_events),
-    Attribute::ro(c"free_cpus", show_free_cpus),
-    Attribute::ro(c"cpus", show_host_cpus),
+    Attribute::list(c"free_cpus", show_free_cpus),
+    Attribute::list(c"cpus", show_host_cpus),
 ];
 
 /// Writes the indices of `ids` as a range list ("0-2,5") and a newline.
-fn write_ranges(page: &mut Page<'_>, ids: impl Iterator<Item = usize>) -> Result {
+fn write_ranges(w: &mut impl Write, ids: impl Iterator<Item = usize>) -> Result {
     // Tables are bounded by the protocol limits (16384 CPUs, 65536 blocks): every index fits.
-    crate::proto::idlist::write(page, ids.filter_map(|i| u32::try_from(i).ok()))?;
-    writeln!(page)?;
+    crate::proto::idlist::write(w, ids.filter_map(|i| u32::try_from(i).ok()))?;
+    writeln!(w)?;
     Ok(())
 }
 
-fn show_free_cpus(h: &Host, page: &mut Page<'_>) -> Result {
-    let st = h.state.lock();
-    let ids = st
-        .inventory
+/// The online CPUs `owner` holds, as a range list: `free_cpus` and `<device>/cpus`.
+pub(crate) fn write_cpus_of(w: &mut impl Write, inv: &KInventory, owner: Owner) -> Result {
+    let ids = inv
         .cpus()
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.online() && c.owner == Owner::FREE)
+        .filter(|(_, c)| c.online() && c.owner == owner)
         .map(|(i, _)| i);
-    write_ranges(page, ids)
+    write_ranges(w, ids)
 }
 
-/// One line per online CPU: "cpu <id> node <n> owner <free|guest N>".
-fn show_host_cpus(h: &Host, page: &mut Page<'_>) -> Result {
-    let st = h.state.lock();
-    for (i, c) in st
-        .inventory
-        .cpus()
+/// The memory blocks `owner` holds, as a range list: `<device>/blocks`.
+pub(crate) fn write_blocks_of(w: &mut impl Write, inv: &KInventory, owner: Owner) -> Result {
+    let ids = inv
+        .blocks()
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.online())
-    {
+        .filter(|(_, b)| b.owner == owner)
+        .map(|(i, _)| i);
+    write_ranges(w, ids)
+}
+
+/// One line per online CPU: "cpu <id> node <n> <free|guest <g>>": the host's `cpus`.
+pub(crate) fn write_cpu_table(w: &mut impl Write, inv: &KInventory) -> Result {
+    for (i, c) in inv.cpus().iter().enumerate().filter(|(_, c)| c.online()) {
         if c.owner == Owner::FREE {
-            writeln!(page, "cpu {i} node {} free", c.node)?;
+            writeln!(w, "cpu {i} node {} free", c.node)?;
         } else {
-            writeln!(page, "cpu {i} node {} guest {}", c.node, c.owner.0)?;
+            writeln!(w, "cpu {i} node {} guest {}", c.node, c.owner.0)?;
         }
     }
     Ok(())
+}
+
+fn show_free_cpus(h: &Host, w: &mut Window<'_>) -> Result {
+    write_cpus_of(w, &h.state.lock().inventory, Owner::FREE)
+}
+
+fn show_host_cpus(h: &Host, w: &mut Window<'_>) -> Result {
+    write_cpu_table(w, &h.state.lock().inventory)
 }
 
 fn num(page: &mut Page<'_>, c: &AtomicU64) -> Result {
@@ -396,30 +408,12 @@ fn show_allocation(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn show_cpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
-    let st = host_of(d)?.state.lock();
-    let me = Owner(d.guest_id);
-    let ids = st
-        .inventory
-        .cpus()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.owner == me)
-        .map(|(i, _)| i);
-    write_ranges(page, ids)
+fn show_cpus(d: &DevInfo, w: &mut Window<'_>) -> Result {
+    write_cpus_of(w, &host_of(d)?.state.lock().inventory, Owner(d.guest_id))
 }
 
-fn show_blocks(d: &DevInfo, page: &mut Page<'_>) -> Result {
-    let st = host_of(d)?.state.lock();
-    let me = Owner(d.guest_id);
-    let ids = st
-        .inventory
-        .blocks()
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.owner == me)
-        .map(|(i, _)| i);
-    write_ranges(page, ids)
+fn show_blocks(d: &DevInfo, w: &mut Window<'_>) -> Result {
+    write_blocks_of(w, &host_of(d)?.state.lock().inventory, Owner(d.guest_id))
 }
 
 fn quota(d: &DevInfo) -> Result<Quota> {
@@ -501,8 +495,8 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
 
 static DEVICE_ATTRS: [Attribute<DevInfo>; 24] = [
     Attribute::ro(c"allocation", show_allocation),
-    Attribute::ro(c"cpus", show_cpus),
-    Attribute::ro(c"blocks", show_blocks),
+    Attribute::list(c"cpus", show_cpus),
+    Attribute::list(c"blocks", show_blocks),
     Attribute::rw(c"quota_cpus", show_quota_cpus, store_quota_cpus),
     Attribute::rw(c"quota_memory_mib", show_quota_memory, store_quota_memory),
     Attribute::ro_private(c"last_request", show_last_request),

@@ -31,6 +31,19 @@ for i in $(seq 50); do [ "$(cat $H/hwc0/acks)" -ge 1 ] && break; sleep 0.1; done
 [ "$(cat $H/hwc0/last_ack)" = "$(cat $H/generation)" ] || fail "last ack $(cat $H/hwc0/last_ack)"
 note "generation $(cat $G/generation) on both sides; $(cat $H/hwc0/acks) ack(s)"
 
+# Lists are served a piece per read(2): read 5 bytes at a time, each is the
+# same text as one whole read at the same generation.
+for f in $H/free_cpus $H/cpus $H/hwc0/cpus $H/hwc0/blocks $G/cpus; do
+	for try in 1 2 3 4 5; do
+		gen=$(cat $H/generation)
+		whole=$(cat $f)
+		pieces=$(dd if=$f bs=5 status=none)
+		[ "$gen" = "$(cat $H/generation)" ] && break
+	done
+	[ "$pieces" = "$whole" ] || fail "$f read 5 bytes at a time: '$pieces'; whole: '$whole'"
+done
+grep -qE '^cpu 0 node [0-9]+ ' $H/cpus || fail "the host's CPU table: $(cat $H/cpus)"
+
 # What names a VMM's processes or what a guest asked for is root's only.
 for f in owner_pid vm vcpus last_request last_response; do
 	[ "$(stat -c %a $H/hwc0/$f)" = 400 ] || fail "$H/hwc0/$f has mode $(stat -c %a $H/hwc0/$f), not 400"
