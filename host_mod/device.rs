@@ -62,6 +62,9 @@ pub(crate) struct DevInfo {
     pub(crate) requests: AtomicU64,
     pub(crate) acks: AtomicU64,
     pub(crate) bad: AtomicU64,
+    /// Malformed descriptor chains (or available indices), each of which broke its queue
+    /// until the driver resets the device: ring-level errors, where `bad` counts messages.
+    pub(crate) bad_chains: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) last_ack: AtomicU64,
     /// When (monotonic ns) `last_ack` arrived.
@@ -294,7 +297,7 @@ impl HwcDevice {
                     Ok(Some(chain)) => chain,
                     Ok(None) => return false,
                     Err(_) => {
-                        bump(&self.stats.bad);
+                        bump(&self.stats.bad_chains);
                         return false;
                     }
                 };
@@ -350,7 +353,11 @@ impl HwcDevice {
                     };
                     let mut chain = match q.pop() {
                         Ok(Some(chain)) => chain,
-                        _ => return false,
+                        Ok(None) => return false,
+                        Err(_) => {
+                            bump(&self.stats.bad_chains);
+                            return false;
+                        }
                     };
                     if chain.writable() < len {
                         // The driver posts buffers of the negotiated maximum size; a smaller one
