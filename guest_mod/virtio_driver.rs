@@ -284,8 +284,12 @@ impl virtqueue::Handler for Guest {
         }
         let mut ack = None;
         let mut resync = false;
-        if notified & SAMPLE != 0 && guest.snapshot_owed.swap(false, Ordering::Relaxed) {
-            // The host answered our last snapshot request "busy": ask again, at sampling pace.
+        if notified & SAMPLE != 0
+            && (guest.snapshot_owed.swap(false, Ordering::Relaxed) || guest.generation() == 0)
+        {
+            // The host answered our last snapshot request "busy", or has not sent the first
+            // snapshot yet (it holds snapshots back from a driver that starts too often): ask
+            // again, at sampling pace.
             resync = true;
         }
         let mut q = vqs.lock();

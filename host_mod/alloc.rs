@@ -362,6 +362,17 @@ impl HostState {
         (plan, n)
     }
 
+    /// Takes one of guest `id`'s request tokens for a snapshot the guest did not ask for (its
+    /// driver started, or cannot take deltas): whether there was one. A snapshot is a walk of
+    /// the whole inventory under the state lock, which a driver that resets in a loop must not
+    /// get more often than its requests.
+    pub(crate) fn take_token(&mut self, id: u32, now_ns: u64) -> Result<bool> {
+        let policy = self.policy;
+        let guest = self.guest_mut(id).ok_or(ENODEV)?;
+        guest.bucket.set(policy.rate, policy.burst);
+        Ok(guest.bucket.take(now_ns))
+    }
+
     /// Admits a request from guest `id`: rate limit, quota, free pool, NUMA placement. Applies
     /// the grant to the inventory (the caller publishes) and returns the answer.
     pub(crate) fn admit(&mut self, id: u32, req: &Request, now_ns: u64) -> Result<Response> {

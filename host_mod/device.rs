@@ -65,6 +65,10 @@ pub(crate) struct DevInfo {
     /// Malformed descriptor chains (or available indices), each of which broke its queue
     /// until the driver resets the device: ring-level errors, where `bad` counts messages.
     pub(crate) bad_chains: AtomicU64,
+    /// Snapshots queued for the guest, and the times one was held back because the guest had
+    /// no token left (it comes at the next pass that finds one).
+    pub(crate) snapshots: AtomicU64,
+    pub(crate) snapshots_deferred: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) last_ack: AtomicU64,
     /// When (monotonic ns) `last_ack` arrived.
@@ -99,6 +103,8 @@ struct Outbox {
     msgs: KVec<Outgoing>,
     /// The guest must get a full snapshot before any further update.
     resync: bool,
+    /// The snapshot to come answers a granted request, which took its token already.
+    paid: bool,
 }
 
 impl Outbox {
@@ -186,8 +192,17 @@ impl HwcDevice {
 
     /// Replaces the pending updates with a full snapshot of what the guests were last told
     /// (later deltas start from there); pending responses go first.
+    ///
+    /// Unless a granted request paid for it, the snapshot takes one of the guest's request
+    /// tokens: [`EAGAIN`] if there is none, and the snapshot stays due. The guest's next kick
+    /// (its driver asks again at sampling pace) or the next publication tries again.
     fn queue_snapshot(&self) -> Result {
-        let st = self.host.state.lock();
+        let mut st = self.host.state.lock();
+        let paid = self.outbox.lock().paid;
+        if !paid && !st.take_token(self.guest_id, Host::now_ns())? {
+            bump(&self.stats.snapshots_deferred);
+            return Err(EAGAIN);
+        }
         let inv = &st.published;
         let mut parts = KVec::new();
         let mut enc = SnapshotEncoder::new(self.guest_id);
@@ -210,8 +225,10 @@ impl HwcDevice {
             out.msgs.push(part, GFP_KERNEL)?;
         }
         out.resync = false;
+        out.paid = false;
         drop(out);
         drop(st);
+        bump(&self.stats.snapshots);
         Ok(())
     }
 
@@ -264,7 +281,9 @@ impl HwcDevice {
                     Err(_) => return,
                 };
                 if req.kind == RequestKind::Snapshot && resp.status == Status::Granted {
-                    self.resync();
+                    let mut out = self.outbox.lock();
+                    out.drop_updates();
+                    out.paid = true;
                 } else {
                     // The answer first, then the update that reflects it.
                     let queued = crate::alloc::HostState::encode(&resp).and_then(|(buf, len)| {
@@ -416,7 +435,7 @@ impl vdpa::SoftDevice for HwcDevice {
         try_pin_init!(Self {
             host: host.clone(),
             guest_id: host.next_guest_id()?,
-            outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true }),
+            outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true, paid: false }),
             scratch <- new_mutex!(KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?),
             sysfs <- new_mutex!(None),
             stats: Arc::new(DevInfo { guest_id: *guest_id, host: Some(host.clone()), ..DevInfo::default() }, GFP_KERNEL)?,
@@ -499,6 +518,7 @@ impl vdpa::SoftDevice for HwcDevice {
             // Reset: nothing queued is for the next driver.
             out.msgs.clear();
             out.resync = true;
+            out.paid = false;
         }
     }
 

@@ -347,6 +347,8 @@ counter_file!(
     show_last_sent_ns: last_sent_ns,
     show_bad: bad,
     show_bad_chains: bad_chains,
+    show_snapshots: snapshots,
+    show_snapshots_deferred: snapshots_deferred,
     show_dropped: dropped,
     show_work_passes: work_passes,
     show_work_ns: work_ns,
@@ -494,7 +496,7 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static DEVICE_ATTRS: [Attribute<DevInfo>; 25] = [
+static DEVICE_ATTRS: [Attribute<DevInfo>; 27] = [
     Attribute::ro(c"allocation", show_allocation),
     Attribute::list(c"cpus", show_cpus),
     Attribute::list(c"blocks", show_blocks),
@@ -517,6 +519,8 @@ static DEVICE_ATTRS: [Attribute<DevInfo>; 25] = [
     Attribute::ro(c"last_sent_ns", show_last_sent_ns),
     Attribute::ro(c"bad_messages", show_bad),
     Attribute::ro(c"bad_chains", show_bad_chains),
+    Attribute::ro(c"snapshots", show_snapshots),
+    Attribute::ro(c"snapshots_deferred", show_snapshots_deferred),
     Attribute::ro(c"dropped_updates", show_dropped),
     Attribute::ro(c"work_passes", show_work_passes),
     Attribute::ro(c"work_ns", show_work_ns),

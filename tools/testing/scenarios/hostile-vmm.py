@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 """A VMM that drives a hwconvey device's rings by hand, through vhost-vdpa.
 
-Usage: hostile-vmm.py /dev/vhost-vdpa-N /sys/kernel/hwconvey/host/<device>
+Usage: hostile-vmm.py /dev/vhost-vdpa-N /sys/kernel/hwconvey/host
 
 It does what QEMU does to hand the device to a guest (owner, features, its
 memory in the device's IOTLB, the rings, DRIVER_OK), then plays the guest's
@@ -12,8 +12,11 @@ memory. Each case opens the device afresh, so each starts from a reset.
 A well-formed request is served (the host counts it, the used ring gives the
 chain back). Each attack must break the request queue (bad_chains counts it)
 with nothing of the chain taken (messages_received does not move), and the
-next well-formed request, after a reset, is served again. Exits non-zero at
-the first check that fails; waits on counters with a bounded timeout.
+next well-formed request, after a reset, is served again. A driver that
+resets and starts the device in a loop gets snapshots (each a walk of the
+whole inventory under the host's lock) no faster than the host's rate limit,
+and one that then behaves gets its snapshot. Exits non-zero at the first
+check that fails; waits on counters with a bounded timeout.
 """
 import ctypes
 import fcntl
@@ -58,17 +61,20 @@ VHOST_ACCESS_RW = 3
 # virtio
 STATUS_ACK, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK = 1, 2, 4, 8
 F_VERSION_1, F_ACCESS_PLATFORM = 32, 33
-DESC_F_NEXT, DESC_F_INDIRECT = 1, 4
+DESC_F_NEXT, DESC_F_WRITE, DESC_F_INDIRECT = 1, 2, 4
 
 # hwconvey (Documentation/protocol.rst)
-REQUESTQ = 1
+EVENTQ, REQUESTQ = 0, 1
 F_DELTA, F_REQUEST, F_ACK = 0, 1, 2
-MSG_REQUEST, KIND_SNAPSHOT, NODE_ANY = 0x81, 3, 0xFFFF
+MSG_SNAPSHOT, MSG_REQUEST, KIND_SNAPSHOT, NODE_ANY = 0x01, 0x81, 3, 0xFFFF
+MAX_MSG_SIZE = 4096
 MAX_CHAIN = 16
 
 RING = 64
 MEM = 1 << 20
 DESC, AVAIL, USED, BUF, TABLE = 0x0000, 0x1000, 0x2000, 0x4000, 0x8000
+# The event queue, and its buffers.
+EDESC, EAVAIL, EUSED, EBUF, EVENTS = 0x10000, 0x11000, 0x12000, 0x20000, 8
 TIMEOUT = 30
 
 
@@ -85,7 +91,7 @@ class Fail(Exception):
 class Device:
     """The device opened by this process as its VMM, with its request queue set up."""
 
-    def __init__(self, path, sysdir):
+    def __init__(self, path, sysdir, events=False):
         self.sysdir = sysdir
         self.fd = os.open(path, os.O_RDWR)
         self.memfd = os.memfd_create("hostile-vmm")
@@ -94,6 +100,7 @@ class Device:
         self._anchor = ctypes.c_char.from_buffer(self.mem)
         self.base = ctypes.addressof(self._anchor)
         self.kick_fd = os.eventfd(0)
+        self.event_kick_fd = os.eventfd(0)
         fcntl.ioctl(self.fd, VHOST_SET_OWNER)
         backend = self._get_u64(VHOST_GET_BACKEND_FEATURES)
         if not backend & (1 << VHOST_BACKEND_F_IOTLB_MSG_V2):
@@ -110,20 +117,30 @@ class Device:
         msg = struct.pack("<IIQQQBB", VHOST_IOTLB_MSG_V2, 0, self.base, MEM, self.base,
                           VHOST_ACCESS_RW, VHOST_IOTLB_UPDATE)
         os.write(self.fd, msg.ljust(72, b"\0"))
-        q = REQUESTQ
-        fcntl.ioctl(self.fd, VHOST_SET_VRING_NUM, struct.pack("<II", q, RING))
-        fcntl.ioctl(self.fd, VHOST_SET_VRING_BASE, struct.pack("<II", q, 0))
-        fcntl.ioctl(self.fd, VHOST_SET_VRING_ADDR,
-                    struct.pack("<IIQQQQ", q, 0, self.base + DESC, self.base + USED,
-                                self.base + AVAIL, 0))
-        fcntl.ioctl(self.fd, VHOST_SET_VRING_KICK, struct.pack("<Ii", q, self.kick_fd))
-        fcntl.ioctl(self.fd, VHOST_VDPA_SET_VRING_ENABLE, struct.pack("<II", q, 1))
+        rings = [(REQUESTQ, DESC, AVAIL, USED, self.kick_fd)]
+        if events:
+            rings.append((EVENTQ, EDESC, EAVAIL, EUSED, self.event_kick_fd))
+        for q, desc, avail, used, kick in rings:
+            fcntl.ioctl(self.fd, VHOST_SET_VRING_NUM, struct.pack("<II", q, RING))
+            fcntl.ioctl(self.fd, VHOST_SET_VRING_BASE, struct.pack("<II", q, 0))
+            fcntl.ioctl(self.fd, VHOST_SET_VRING_ADDR,
+                        struct.pack("<IIQQQQ", q, 0, self.base + desc, self.base + used,
+                                    self.base + avail, 0))
+            fcntl.ioctl(self.fd, VHOST_SET_VRING_KICK, struct.pack("<Ii", q, kick))
+            fcntl.ioctl(self.fd, VHOST_VDPA_SET_VRING_ENABLE, struct.pack("<II", q, 1))
+        if events:
+            # Buffers for the device's messages, as the guest driver posts them.
+            for k in range(EVENTS):
+                self.desc(k, EBUF + k * MAX_MSG_SIZE, MAX_MSG_SIZE, DESC_F_WRITE, table=EDESC)
+                struct.pack_into("<H", self.mem, EAVAIL + 4 + 2 * k, k)
+            struct.pack_into("<H", self.mem, EAVAIL + 2, EVENTS)
         self._status(STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK)
         self.avail_idx = 0
 
     def close(self):
         os.close(self.fd)
         os.close(self.kick_fd)
+        os.close(self.event_kick_fd)
         del self._anchor
         self.mem.close()
         os.close(self.memfd)
@@ -154,6 +171,17 @@ class Device:
 
     def used_idx(self):
         return struct.unpack_from("<H", self.mem, USED + 2)[0]
+
+    def events_used(self):
+        return struct.unpack_from("<H", self.mem, EUSED + 2)[0]
+
+    def first_event_type(self):
+        """The type of the first message the device wrote into the event queue."""
+        head = struct.unpack_from("<I", self.mem, EUSED + 4)[0]
+        return self.mem[EBUF + head * MAX_MSG_SIZE + 1]
+
+    def kick_events(self):
+        os.eventfd_write(self.event_kick_fd, 1)
 
     def counter(self, name):
         with open(os.path.join(self.sysdir, name)) as f:
@@ -241,11 +269,73 @@ def index_jump(dev):
     refused(dev, "an available index 65535 ahead", idx=0xFFFF)
 
 
+def knob(host, name):
+    with open(os.path.join(host, name)) as f:
+        return int(f.read())
+
+
+def reset_storm(path, sysdir, host, rounds=20):
+    """Starts the device again and again: the snapshots follow the host's rate, not the VMM's."""
+    rate, burst = knob(host, "rate_limit"), knob(host, "rate_burst")
+    snaps0, held0 = knob(sysdir, "snapshots"), knob(sysdir, "snapshots_deferred")
+    t0 = time.monotonic()
+    for _ in range(rounds):
+        passes = knob(sysdir, "snapshots") + knob(sysdir, "snapshots_deferred")
+        dev = Device(path, sysdir, events=True)
+        try:
+            dev.kick_events()
+            # The device's worker ran for this start: it queued a snapshot or held it back.
+            dev.wait("a pass of the device", lambda: knob(sysdir, "snapshots") +
+                     knob(sysdir, "snapshots_deferred") > passes)
+        finally:
+            dev.close()
+    secs = time.monotonic() - t0
+    snaps = knob(sysdir, "snapshots") - snaps0
+    held = knob(sysdir, "snapshots_deferred") - held0
+    bound = burst + rate * secs + 1
+    if snaps > bound:
+        raise Fail(f"{snaps} snapshots for {rounds} starts in {secs:.1f} s, at {rate}/s "
+                   f"with bursts of {burst}")
+    if rounds > bound and held < rounds - bound:
+        raise Fail(f"only {held} snapshots held back of {rounds} starts in {secs:.1f} s")
+    print(f"  {rounds} starts in {secs:.1f} s: {snaps} snapshots, {held} held back "
+          f"(at most {bound:.0f} allowed)")
+
+
+def recovers(dev):
+    """A driver that behaves, asking for a snapshot at sampling pace, gets one."""
+    deadline = time.monotonic() + TIMEOUT
+    rid = 100
+    while dev.events_used() == 0:
+        if time.monotonic() > deadline:
+            raise Fail(f"no snapshot within {TIMEOUT} s after the storm")
+        msg = request(rid)
+        dev.put(BUF, msg)
+        dev.desc(rid % RING, BUF, len(msg))
+        dev.publish(rid % RING)
+        dev.kick_events()
+        rid += 1
+        # The guest driver asks again at its sampling period; this is that period.
+        t = time.monotonic() + 0.5
+        while dev.events_used() == 0 and time.monotonic() < t:
+            time.sleep(0.01)
+    if dev.first_event_type() != MSG_SNAPSHOT:
+        raise Fail(f"the first message after the storm is of type {dev.first_event_type():#x}")
+    print(f"  after the storm: a snapshot, {rid - 100} request(s) later")
+
+
 def main():
-    path, sysdir = sys.argv[1], sys.argv[2]
+    path, host = sys.argv[1], sys.argv[2]
+    sysdir = os.path.join(host, "hwc0")
     try:
         for case in (well_formed, indirect, long_chains, index_jump, well_formed):
             session(path, sysdir, case)
+        reset_storm(path, sysdir, host)
+        dev = Device(path, sysdir, events=True)
+        try:
+            recovers(dev)
+        finally:
+            dev.close()
         bad = int(open(os.path.join(sysdir, "bad_messages")).read())
         if bad != 0:
             raise Fail(f"{bad} bad messages: the attacks were not stopped at the ring")
