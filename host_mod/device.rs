@@ -8,8 +8,10 @@
 //! that is too long, too short or malformed is counted and dropped, and changes nothing.
 //!
 //! A guest may be hostile: it cannot make the host queue more than [`OUTBOX_MAX`] messages for
-//! it (besides the parts of one snapshot), hold the device's worker for more than [`REQUEST_BUDGET`] requests at a time, nor get
-//! snapshots (a walk of the whole inventory under the host's lock) faster than its rate limit.
+//! it (besides the parts of one snapshot), hold the device's worker for more than
+//! [`REQUEST_BUDGET`] requests at a time, nor get snapshots (a walk of the whole inventory under
+//! the host's lock) faster than its rate limit, whether it asks for them or makes them due by
+//! starting the device again and again.
 
 use crate::proto::{
     device::{
@@ -103,8 +105,9 @@ struct Outbox {
     msgs: KVec<Outgoing>,
     /// The guest must get a full snapshot before any further update.
     resync: bool,
-    /// The snapshot to come answers a granted request, which took its token already.
-    paid: bool,
+    /// The snapshot to come is one the driver's own behaviour made due (it started the device,
+    /// or takes no deltas) without asking: it costs one of the guest's request tokens.
+    charge: bool,
 }
 
 impl Outbox {
@@ -193,13 +196,15 @@ impl HwcDevice {
     /// Replaces the pending updates with a full snapshot of what the guests were last told
     /// (later deltas start from there); pending responses go first.
     ///
-    /// Unless a granted request paid for it, the snapshot takes one of the guest's request
-    /// tokens: [`EAGAIN`] if there is none, and the snapshot stays due. The guest's next kick
-    /// (its driver asks again at sampling pace) or the next publication tries again.
+    /// A snapshot the driver made due without asking ([`Outbox::charge`]) takes one of the
+    /// guest's request tokens: [`EAGAIN`] if there is none, and the snapshot stays due. The
+    /// guest's next kick (a driver with no snapshot asks at sampling pace) or the next
+    /// publication tries again. The host's own resyncs (an outbox the driver let overflow, a
+    /// failed write, a change that fits no delta) and granted requests cost nothing more.
     fn queue_snapshot(&self) -> Result {
         let mut st = self.host.state.lock();
-        let paid = self.outbox.lock().paid;
-        if !paid && !st.take_token(self.guest_id, Host::now_ns())? {
+        let charge = self.outbox.lock().charge;
+        if charge && !st.take_token(self.guest_id, Host::now_ns())? {
             bump(&self.stats.snapshots_deferred);
             return Err(EAGAIN);
         }
@@ -225,7 +230,7 @@ impl HwcDevice {
             out.msgs.push(part, GFP_KERNEL)?;
         }
         out.resync = false;
-        out.paid = false;
+        out.charge = false;
         drop(out);
         drop(st);
         bump(&self.stats.snapshots);
@@ -283,7 +288,8 @@ impl HwcDevice {
                 if req.kind == RequestKind::Snapshot && resp.status == Status::Granted {
                     let mut out = self.outbox.lock();
                     out.drop_updates();
-                    out.paid = true;
+                    // Paid: admission took a token.
+                    out.charge = false;
                 } else {
                     // The answer first, then the update that reflects it.
                     let queued = crate::alloc::HostState::encode(&resp).and_then(|(buf, len)| {
@@ -351,11 +357,13 @@ impl HwcDevice {
     fn fill_events(&self, queues: &mut Queues<'_>) -> bool {
         let resync = {
             let mut out = self.outbox.lock();
-            // A driver that did not accept deltas gets every update as a snapshot.
+            // A driver that did not accept deltas gets every update as a snapshot, at its
+            // expense.
             if queues.driver_features() & (1 << F_DELTA) == 0
                 && out.msgs.iter().any(|m| m.kind == Kind::Delta)
             {
                 out.drop_updates();
+                out.charge = true;
             }
             out.resync
         };
@@ -435,7 +443,7 @@ impl vdpa::SoftDevice for HwcDevice {
         try_pin_init!(Self {
             host: host.clone(),
             guest_id: host.next_guest_id()?,
-            outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true, paid: false }),
+            outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true, charge: false }),
             scratch <- new_mutex!(KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?),
             sysfs <- new_mutex!(None),
             stats: Arc::new(DevInfo { guest_id: *guest_id, host: Some(host.clone()), ..DevInfo::default() }, GFP_KERNEL)?,
@@ -512,13 +520,15 @@ impl vdpa::SoftDevice for HwcDevice {
             // A driver that starts the device knows nothing: it gets a full snapshot first.
             // Responses stay: the reset before this start dropped those of the driver's
             // previous life, so any queued now answer this driver (the device's worker may
-            // take requests as soon as the device runs, before this call).
+            // take requests as soon as the device runs, before this call). A driver that
+            // starts the device in a loop pays for these snapshots with its request tokens.
             out.drop_updates();
+            out.charge = true;
         } else {
             // Reset: nothing queued is for the next driver.
             out.msgs.clear();
             out.resync = true;
-            out.paid = false;
+            out.charge = false;
         }
     }
 

@@ -91,7 +91,7 @@ class Fail(Exception):
 class Device:
     """The device opened by this process as its VMM, with its request queue set up."""
 
-    def __init__(self, path, sysdir, events=False):
+    def __init__(self, path, sysdir, events=False, delta=True):
         self.sysdir = sysdir
         self.fd = os.open(path, os.O_RDWR)
         self.memfd = os.memfd_create("hostile-vmm")
@@ -107,7 +107,9 @@ class Device:
             raise Fail("vhost-vdpa offers no IOTLB v2 messages")
         self._set_u64(VHOST_SET_BACKEND_FEATURES, 1 << VHOST_BACKEND_F_IOTLB_MSG_V2)
         offered = self._get_u64(VHOST_GET_FEATURES)
-        want = sum(1 << b for b in (F_VERSION_1, F_ACCESS_PLATFORM, F_DELTA, F_REQUEST, F_ACK))
+        want = sum(1 << b for b in (F_VERSION_1, F_ACCESS_PLATFORM, F_REQUEST, F_ACK))
+        if delta:
+            want |= 1 << F_DELTA
         if offered & want != want:
             raise Fail(f"the device offers features {offered:#x}, short of {want:#x}")
         self._status(STATUS_ACK | STATUS_DRIVER)
@@ -298,8 +300,35 @@ def reset_storm(path, sysdir, host, rounds=20):
                    f"with bursts of {burst}")
     if rounds > bound and held < rounds - bound:
         raise Fail(f"only {held} snapshots held back of {rounds} starts in {secs:.1f} s")
-    print(f"  {rounds} starts in {secs:.1f} s: {snaps} snapshots, {held} held back "
+    print(f"  {rounds} starts in {secs:.2f} s: {snaps} snapshots, {held} held back "
           f"(at most {bound:.0f} allowed)")
+
+
+def no_deltas(path, sysdir, host, updates=20):
+    """A driver that takes no deltas gets every update as a snapshot, but no faster than the
+    rate limit: the host publishes an update after each pass of the device."""
+    rate, burst = knob(host, "rate_limit"), knob(host, "rate_burst")
+    dev = Device(path, sysdir, events=True, delta=False)
+    try:
+        dev.kick_events()
+        snaps0, held0 = knob(sysdir, "snapshots"), knob(sysdir, "snapshots_deferred")
+        t0 = time.monotonic()
+        for _ in range(updates):
+            passes = knob(sysdir, "work_passes")
+            with open(os.path.join(host, "bench_push"), "w") as f:
+                f.write("1")
+            dev.wait("a pass after an update", lambda: knob(sysdir, "work_passes") > passes)
+        secs = time.monotonic() - t0
+    finally:
+        dev.close()
+    snaps = knob(sysdir, "snapshots") - snaps0
+    held = knob(sysdir, "snapshots_deferred") - held0
+    bound = burst + rate * secs + 1
+    if snaps > bound:
+        raise Fail(f"{snaps} snapshots for {updates} updates in {secs:.2f} s without deltas, "
+                   f"at {rate}/s with bursts of {burst}")
+    print(f"  {updates} updates to a driver without deltas in {secs:.2f} s: {snaps} snapshots, "
+          f"{held} held back (at most {bound:.0f} allowed)")
 
 
 def recovers(dev):
@@ -331,6 +360,7 @@ def main():
         for case in (well_formed, indirect, long_chains, index_jump, well_formed):
             session(path, sysdir, case)
         reset_storm(path, sysdir, host)
+        no_deltas(path, sysdir, host)
         dev = Device(path, sysdir, events=True)
         try:
             recovers(dev)
