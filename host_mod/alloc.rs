@@ -12,7 +12,7 @@ use crate::proto::{
     delta::write_delta,
     error::Error as ProtoError,
     in_kernel::{new_inventory, KInventory},
-    inventory::{Owner, NODE_CPUS, NO_NODE, ONLINE, PRESENT},
+    inventory::{MemBlock, Owner, MAX_BLOCKS, NODE_CPUS, NO_NODE, ONLINE, PRESENT},
     message::{
         encode_response, DeltaWriter, Reason, Request, RequestKind, Response, Status, MAX_MSG_SIZE,
         NODE_ANY,
@@ -540,7 +540,21 @@ impl HostState {
 
     /// Memory blocks `first..first + count` went online or offline. Allocated blocks that go
     /// offline are replaced from the free pool, near them, else their guest shrinks.
-    pub(crate) fn blocks_changed(&mut self, first: u32, count: u32, online: bool) -> Result {
+    ///
+    /// A block that comes online is present, on its node from `nodes` (sorted `(index, node)`
+    /// pairs, [`crate::scan::block_nodes`]): it may have been in a hole when the inventory was
+    /// built. One beyond the inventory's end grows it, up to [`MAX_BLOCKS`]; the guests then get
+    /// a snapshot, since a delta cannot change the dimensions.
+    pub(crate) fn blocks_changed(
+        &mut self,
+        first: u32,
+        count: u32,
+        online: bool,
+        nodes: &[(u32, u16)],
+    ) -> Result {
+        if online {
+            self.grow_blocks(first.saturating_add(count))?;
+        }
         // Room for every block of the range that is in the table, taken before anything
         // changes: a failure then leaves the inventory as it was.
         let span = count.min(self.inventory.dims().blocks) as usize;
@@ -555,7 +569,12 @@ impl HostState {
             }
             changed = true;
             if online {
-                b.state |= ONLINE;
+                b.state |= PRESENT | ONLINE;
+                if let Ok(k) = nodes.binary_search_by_key(&i, |&(index, _)| index) {
+                    if let Some(&(_, node)) = nodes.get(k) {
+                        b.node = node;
+                    }
+                }
             } else {
                 b.state &= !ONLINE;
                 if b.owner.is_guest() {
@@ -589,6 +608,29 @@ impl HostState {
         }
         if online {
             self.restore();
+        }
+        Ok(())
+    }
+
+    /// Makes room for memory blocks below `end` (at most [`MAX_BLOCKS`]): the new ones are
+    /// absent, on no node, free.
+    fn grow_blocks(&mut self, end: u32) -> Result {
+        let mut dims = self.inventory.dims();
+        let old = dims.blocks;
+        let end = end.min(MAX_BLOCKS);
+        if end <= old {
+            return Ok(());
+        }
+        dims.blocks = end;
+        self.inventory.set_dims(dims).map_err(proto)?;
+        for i in old..end {
+            if let Some(b) = self.inventory.block_mut(i) {
+                *b = MemBlock {
+                    node: NO_NODE,
+                    state: 0,
+                    owner: Owner::FREE,
+                };
+            }
         }
         Ok(())
     }

@@ -81,8 +81,15 @@ impl MemoryHotplug for Hotplug {
         let len = (nr_pages as u64).saturating_mul(PAGE_SIZE as u64);
         let first = u32::try_from(start / block).unwrap_or(u32::MAX);
         let count = u32::try_from(len.div_ceil(block)).unwrap_or(u32::MAX);
+        // Where blocks coming online sit, looked up before the state lock: the walk of the
+        // memory bus takes its own locks.
+        let nodes = if online {
+            crate::scan::block_nodes(first, count).unwrap_or_default()
+        } else {
+            KVec::new()
+        };
         let mut st = self.host.state.lock();
-        if let Err(e) = st.blocks_changed(first, count, online) {
+        if let Err(e) = st.blocks_changed(first, count, online, &nodes) {
             pr_warn!(
                 "memory blocks {}..{}: not recorded ({:?}): the inventory may be stale\n",
                 first,

@@ -490,7 +490,7 @@ mod tests {
     use super::proto::idlist;
     use super::proto::in_kernel::new_guest_copy;
     use super::proto::in_kernel::{new_inventory, KInventory};
-    use super::proto::inventory::{Cpu, NO_NODE, NO_PACKAGE, PRESENT};
+    use super::proto::inventory::{Cpu, MemBlock, NO_NODE, NO_PACKAGE, PRESENT};
     use super::proto::inventory::{Owner, ONLINE};
     use super::proto::message::Status;
     use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE, NODE_ANY};
@@ -839,10 +839,10 @@ mod tests {
         assert_eq!(st.decisions.restores, 1);
         assert!(st.inventory.generation > generation);
 
-        st.blocks_changed(1, 1, false)?;
+        st.blocks_changed(1, 1, false, &[])?;
         assert_eq!(held_blocks(&st), 1);
         assert_eq!(st.guest(1).ok_or(EINVAL)?.owed.blocks, 1);
-        st.blocks_changed(1, 1, true)?;
+        st.blocks_changed(1, 1, true, &[])?;
         assert_eq!(held_blocks(&st), 2);
         assert_eq!(st.guest(1).ok_or(EINVAL)?.owed.blocks, 0);
         assert_eq!(st.decisions.restores, 2);
@@ -882,6 +882,57 @@ mod tests {
             copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
         }
         assert!(copy.stored().cpus() == st.inventory.cpus());
+        Ok(())
+    }
+
+    /// Memory coming online in a hole of the inventory and past its end: present and on its
+    /// node, published as a delta a guest accepts, then (the dimensions grew) as a snapshot
+    /// a guest accepts.
+    #[test]
+    fn hot_added_memory_is_published_present_on_its_node() -> Result {
+        let mut inv = large_inventory()?;
+        let hole = 100;
+        *inv.block_mut(hole).ok_or(EINVAL)? = MemBlock {
+            node: NO_NODE,
+            state: 0,
+            owner: Owner::FREE,
+        };
+        let mut st = HostState::new(inv)?;
+        let end = st.inventory.dims().blocks;
+        let mut copy = new_guest_copy()?;
+        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
+        let mut enc = SnapshotEncoder::new(1);
+        while let Some(n) = enc.next_part(&st.published, &mut buf)? {
+            copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
+        }
+
+        st.blocks_changed(hole, 1, true, &[(hole, 3)])?;
+        let b = *st.inventory.blocks().get(hole as usize).ok_or(EINVAL)?;
+        assert_eq!((b.state, b.node), (PRESENT | ONLINE, 3));
+        let Publication::Delta(len) = st.publish()? else {
+            return Err(EINVAL);
+        };
+        copy.receive(st.scratch.get(..len).ok_or(EINVAL)?)?;
+
+        // Past the end, with one block left absent between.
+        st.blocks_changed(end + 1, 2, true, &[(end + 1, 63), (end + 2, 63)])?;
+        assert_eq!(st.inventory.dims().blocks, end + 3);
+        let blocks = st.inventory.blocks();
+        let absent = *blocks.get(end as usize).ok_or(EINVAL)?;
+        assert_eq!((absent.state, absent.node), (0, NO_NODE));
+        for b in blocks.get(end as usize + 1..).ok_or(EINVAL)? {
+            assert_eq!(
+                (b.state, b.node, b.owner),
+                (PRESENT | ONLINE, 63, Owner::FREE)
+            );
+        }
+        assert!(matches!(st.publish()?, Publication::Snapshot));
+        let mut enc = SnapshotEncoder::new(1);
+        while let Some(n) = enc.next_part(&st.published, &mut buf)? {
+            copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
+        }
+        assert!(copy.stored().blocks() == st.inventory.blocks());
+        assert_eq!(copy.stored().dims(), st.inventory.dims());
         Ok(())
     }
 

@@ -35,6 +35,25 @@ impl Placement {
     }
 }
 
+/// The nodes of the memory blocks `first..first + count` that the kernel knows, sorted by
+/// index, for blocks coming online: one in a hole of the inventory, or beyond its end, has no
+/// node recorded yet. At most one entry per memory block of the system.
+pub(crate) fn block_nodes(first: u32, count: u32) -> Result<KVec<(u32, u16)>> {
+    let end = first.saturating_add(count);
+    let mut nodes = KVec::new();
+    memory_block::for_each_block(&mut |b| {
+        match u32::try_from(b.id) {
+            Ok(id) if (first..end).contains(&id) => {
+                nodes.push((id, node_id(b.node)), GFP_KERNEL)?
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    nodes.sort_unstable();
+    Ok(nodes)
+}
+
 fn state(present: bool, online: bool) -> u8 {
     (if present { PRESENT } else { 0 }) | (if online { ONLINE } else { 0 })
 }
