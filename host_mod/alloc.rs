@@ -622,6 +622,12 @@ impl HostState {
             return Ok(());
         }
         dims.blocks = end;
+        // Admission picks from the largest table: its scratch grows first, so that a failure
+        // leaves the inventory as it was.
+        let picks = dims.cpus.max(end) as usize;
+        if self.picks.len() < picks {
+            self.picks.resize(picks, 0, GFP_KERNEL)?;
+        }
         self.inventory.set_dims(dims).map_err(proto)?;
         for i in old..end {
             if let Some(b) = self.inventory.block_mut(i) {

@@ -429,22 +429,40 @@ impl kernel::InPlaceModule for HwconveyHost {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         let host = Self::host();
         try_pin_init!(Self {
-            sysfs: {
-                let host = host?;
-                let dir = sysfs::host_dir(&host)?;
-                *host.sysfs.lock() = Some(dir);
-                SysfsOwner(host)
-            },
-            // Initialised fields are in scope: devices get the host `sysfs` holds.
-            mgmt <- vdpa::MgmtRegistration::new(c"hwconvey", sysfs.0.clone()),
+            sysfs: SysfsOwner(host?),
+            // Initialised fields are in scope: the callbacks get the host `sysfs` holds.
             memory <- kernel::memory_notifier::Registration::new(hotplug::Hotplug::new(&sysfs.0)),
             cpus <- kernel::cpuhp::Registration::new(
                 c"hwconvey:online",
                 hotplug::Hotplug::new(&sysfs.0),
                 false,
             ),
+            // A change between the first scan and the registrations reached no callback: scan
+            // again, now that they catch everything. No one can see the host yet.
+            _: {
+                sysfs.0.rescan()?;
+                let dir = sysfs::host_dir(&sysfs.0)?;
+                *sysfs.0.sysfs.lock() = Some(dir);
+            },
+            mgmt <- vdpa::MgmtRegistration::new(c"hwconvey", sysfs.0.clone()),
             kvm <- kernel::kvm::Registration::new(vms::KvmEvents::new(&sysfs.0)),
         })
+    }
+}
+
+impl Host {
+    /// Builds the inventory again, under the state lock, before any guest or file exists. A
+    /// hotplug callback that runs meanwhile waits for the lock and applies its change on top:
+    /// what it reports is newer than what the scan saw.
+    fn rescan(&self) -> Result {
+        // The scan runs under the lock: a callback that came after it read some state must
+        // wait to apply its change, or the new inventory would overwrite it.
+        let mut st = self.state.lock();
+        let fresh = HostState::new(scan::scan()?)?;
+        let policy = st.policy;
+        *st = fresh;
+        st.policy = policy;
+        Ok(())
     }
 }
 

@@ -4,7 +4,8 @@
 # Unloading either module with a live device is clean, and so is loading it
 # again: the guest module leaves (the device stays, unbound) and comes back
 # (it probes again); the host module leaves, which deletes its devices
-# under the guest driver, and comes back.
+# under the guest driver, and comes back. Loaded while a CPU goes off and on
+# line, the host's inventory ends where the kernel is.
 . "$(dirname "$0")/lib.sh"
 
 for round in 1 2 3; do
@@ -30,3 +31,20 @@ for round in 1 2 3; do
 	unload_all
 done
 note "3 rounds of unload/reload with live devices"
+
+# Loaded while a CPU goes off and on line: whatever the timing against the
+# module's scan and its hotplug registrations, its inventory ends where the
+# kernel is (no guest: every online CPU is free).
+cpu=/sys/devices/system/cpu/cpu3/online
+[ -w $cpu ] || fail "cpu3 cannot go offline here"
+for round in 1 2 3 4 5 6; do
+	(for i in $(seq 20); do echo 0 >$cpu; echo 1 >$cpu; done; echo $((round % 2)) >$cpu) &
+	toggler=$!
+	load_host
+	wait $toggler
+	[ "$(cat $H/free_cpus)" = "$(cat /sys/devices/system/cpu/online)" ] ||
+		fail "round $round: the host has CPUs $(cat $H/free_cpus) online, the kernel $(cat /sys/devices/system/cpu/online)"
+	unload_all
+done
+echo 1 >$cpu
+note "6 loads while cpu3 went off and on line: the inventory followed"
