@@ -199,7 +199,7 @@ mod tests {
             inv.cpu_mut(id).ok_or(EINVAL)?.owner = me;
         }
         let mut text = Text(KVVec::new());
-        crate::sysfs::write_cpu_table(&mut text, &inv, me)?;
+        crate::sysfs::write_cpu_table(&mut text, inv.cpus(), me)?;
         let text = core::str::from_utf8(&text.0).map_err(|_| EINVAL)?;
         assert!(text.len() > kernel::page::PAGE_SIZE);
         let online = inv.cpus().iter().filter(|c| c.online()).count();

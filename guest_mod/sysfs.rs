@@ -4,8 +4,7 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
-use crate::proto::in_kernel::KInventory;
-use crate::proto::inventory::Owner;
+use crate::proto::inventory::{Cpu, Owner};
 use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL, NODE_ANY};
 use crate::sampler::KNOBS;
 use crate::virtio_driver::{bench_roundtrip, send_request, Guest, RoundTrips};
@@ -372,14 +371,24 @@ fn show_inventory(_: &Knobs, page: &mut Page<'_>) -> Result {
 /// One line per online CPU of the stored copy: "cpu <id> node <n> <free|mine|guest <g>|host>".
 fn show_cpus(_: &Knobs, w: &mut Window<'_>) -> Result {
     let vqs = current()?;
-    vqs.handler()
-        .with_copy(|copy| write_cpu_table(w, copy.stored(), copy.me()))
+    // A copy, taken under the lock that applying the host's updates needs: the rendering, at
+    // every read(2) of a long list, runs without it.
+    let len = vqs.handler().with_copy(|copy| copy.stored().cpus().len());
+    let mut cpus = KVVec::with_capacity(len, GFP_KERNEL)?;
+    let me = vqs.handler().with_copy(|copy| {
+        for c in copy.stored().cpus().iter().take(len) {
+            // Within the capacity reserved above.
+            let _ = cpus.push_within_capacity(*c);
+        }
+        copy.me()
+    });
+    write_cpu_table(w, &cpus, me)
 }
 
-/// One line per online CPU of `inv`: "cpu <id> node <n> <free|mine|guest <g>|host>", where
+/// One line per online CPU of `cpus`: "cpu <id> node <n> <free|mine|guest <g>|host>", where
 /// `me` is this guest.
-pub(crate) fn write_cpu_table(w: &mut impl Write, inv: &KInventory, me: Owner) -> Result {
-    for (i, c) in inv.cpus().iter().enumerate().filter(|(_, c)| c.online()) {
+pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Result {
+    for (i, c) in cpus.iter().enumerate().filter(|(_, c)| c.online()) {
         if c.owner == me {
             writeln!(w, "cpu {i} node {} mine", c.node)?;
         } else if c.owner == Owner::FREE {

@@ -727,7 +727,7 @@ mod tests {
         // The per-device range lists that sysfs shows.
         let t = Instant::<Monotonic>::now();
         for id in 1..=16 {
-            let text = Text::render(|w| write_cpus_of(w, &st.inventory, Owner(id)))?;
+            let text = Text::render(|w| write_cpus_of(w, st.inventory.cpus(), Owner(id)))?;
             let held = idlist::parse(text.as_str()?, u32::MAX).count_ids()?;
             assert_eq!(held, st.guest_cpus(id)?.len() as u64);
         }
@@ -770,10 +770,10 @@ mod tests {
         assert!(mine > 1000 && free > 1000);
 
         let t = Instant::<Monotonic>::now();
-        let guest_cpus = Text::render(|w| write_cpus_of(w, &inv, Owner(1)))?;
-        let free_cpus = Text::render(|w| write_cpus_of(w, &inv, Owner::FREE))?;
-        let guest_blocks = Text::render(|w| write_blocks_of(w, &inv, Owner(1)))?;
-        let table = Text::render(|w| write_cpu_table(w, &inv))?;
+        let guest_cpus = Text::render(|w| write_cpus_of(w, inv.cpus(), Owner(1)))?;
+        let free_cpus = Text::render(|w| write_cpus_of(w, inv.cpus(), Owner::FREE))?;
+        let guest_blocks = Text::render(|w| write_blocks_of(w, inv.blocks(), Owner(1)))?;
+        let table = Text::render(|w| write_cpu_table(w, inv.cpus()))?;
         let t_render = us_since(t);
 
         for list in [&guest_cpus, &free_cpus, &guest_blocks, &table] {

@@ -4,13 +4,12 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
-use crate::alloc::Policy;
+use crate::alloc::{HostState, Policy};
 use crate::device::DevInfo;
 use crate::hotplug::{CPU_EVENTS, MEMORY_EVENTS};
 use crate::proto::{
     admission::Quota,
-    in_kernel::KInventory,
-    inventory::Owner,
+    inventory::{Cpu, MemBlock, Owner},
     message::{Request, Response},
 };
 use crate::Host;
@@ -263,9 +262,8 @@ fn write_ranges(w: &mut impl Write, ids: impl Iterator<Item = usize>) -> Result 
 }
 
 /// The online CPUs `owner` holds, as a range list: `free_cpus` and `<device>/cpus`.
-pub(crate) fn write_cpus_of(w: &mut impl Write, inv: &KInventory, owner: Owner) -> Result {
-    let ids = inv
-        .cpus()
+pub(crate) fn write_cpus_of(w: &mut impl Write, cpus: &[Cpu], owner: Owner) -> Result {
+    let ids = cpus
         .iter()
         .enumerate()
         .filter(|(_, c)| c.online() && c.owner == owner)
@@ -274,9 +272,8 @@ pub(crate) fn write_cpus_of(w: &mut impl Write, inv: &KInventory, owner: Owner) 
 }
 
 /// The memory blocks `owner` holds, as a range list: `<device>/blocks`.
-pub(crate) fn write_blocks_of(w: &mut impl Write, inv: &KInventory, owner: Owner) -> Result {
-    let ids = inv
-        .blocks()
+pub(crate) fn write_blocks_of(w: &mut impl Write, blocks: &[MemBlock], owner: Owner) -> Result {
+    let ids = blocks
         .iter()
         .enumerate()
         .filter(|(_, b)| b.owner == owner)
@@ -285,8 +282,8 @@ pub(crate) fn write_blocks_of(w: &mut impl Write, inv: &KInventory, owner: Owner
 }
 
 /// One line per online CPU: "cpu <id> node <n> <free|guest <g>>": the host's `cpus`.
-pub(crate) fn write_cpu_table(w: &mut impl Write, inv: &KInventory) -> Result {
-    for (i, c) in inv.cpus().iter().enumerate().filter(|(_, c)| c.online()) {
+pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu]) -> Result {
+    for (i, c) in cpus.iter().enumerate().filter(|(_, c)| c.online()) {
         if c.owner == Owner::FREE {
             writeln!(w, "cpu {i} node {} free", c.node)?;
         } else {
@@ -296,12 +293,35 @@ pub(crate) fn write_cpu_table(w: &mut impl Write, inv: &KInventory) -> Result {
     Ok(())
 }
 
+/// A copy of one of the inventory's tables, taken under the state lock: a list is rendered
+/// again at every `read(2)`, and any user may read it in a loop, so only the copy, never the
+/// rendering, holds the lock that the guests' requests and the hotplug callbacks need.
+fn copy_table<T: Copy>(h: &Host, table: fn(&HostState) -> &[T]) -> Result<KVVec<T>> {
+    // Allocated outside the lock, for the size the table had; if it grew meanwhile (memory
+    // past the end came online), its new tail waits for the next read.
+    let len = table(&h.state.lock()).len();
+    let mut copy = KVVec::with_capacity(len, GFP_KERNEL)?;
+    let st = h.state.lock();
+    for item in table(&st).iter().take(len) {
+        copy.push_within_capacity(*item).map_err(|_| ENOMEM)?;
+    }
+    Ok(copy)
+}
+
+fn cpus(st: &HostState) -> &[Cpu] {
+    st.inventory.cpus()
+}
+
+fn blocks(st: &HostState) -> &[MemBlock] {
+    st.inventory.blocks()
+}
+
 fn show_free_cpus(h: &Host, w: &mut Window<'_>) -> Result {
-    write_cpus_of(w, &h.state.lock().inventory, Owner::FREE)
+    write_cpus_of(w, &copy_table(h, cpus)?, Owner::FREE)
 }
 
 fn show_host_cpus(h: &Host, w: &mut Window<'_>) -> Result {
-    write_cpu_table(w, &h.state.lock().inventory)
+    write_cpu_table(w, &copy_table(h, cpus)?)
 }
 
 fn num(page: &mut Page<'_>, c: &AtomicU64) -> Result {
@@ -412,11 +432,11 @@ fn show_allocation(d: &DevInfo, page: &mut Page<'_>) -> Result {
 }
 
 fn show_cpus(d: &DevInfo, w: &mut Window<'_>) -> Result {
-    write_cpus_of(w, &host_of(d)?.state.lock().inventory, Owner(d.guest_id))
+    write_cpus_of(w, &copy_table(host_of(d)?, cpus)?, Owner(d.guest_id))
 }
 
 fn show_blocks(d: &DevInfo, w: &mut Window<'_>) -> Result {
-    write_blocks_of(w, &host_of(d)?.state.lock().inventory, Owner(d.guest_id))
+    write_blocks_of(w, &copy_table(host_of(d)?, blocks)?, Owner(d.guest_id))
 }
 
 fn quota(d: &DevInfo) -> Result<Quota> {
