@@ -232,6 +232,12 @@ impl Guest {
             }
             Ok(Update::Response(r)) => {
                 drop(copy);
+                // Only an answer to a request this driver sent (ids count up from 1): a host
+                // that makes answers up must not steer what the guest believes it asked for.
+                let age = self.next_request.load(Ordering::Relaxed).wrapping_sub(r.id);
+                if !(1..=1 << 31).contains(&age) {
+                    return self.reject(crate::proto::error::Error::Range);
+                }
                 let n = self.stats.responses.fetch_add(1, Ordering::Relaxed) + 1;
                 *self.last_response.lock() = Some(r);
                 self.answered.notify_all();
@@ -255,15 +261,21 @@ impl Guest {
                 if e == crate::proto::error::Error::Gap {
                     *resync = true;
                 }
-                let n = self.stats.bad.fetch_add(1, Ordering::Relaxed) + 1;
-                if n <= 8 || n.is_power_of_two() {
-                    pr_warn!(
-                        "rejected a message from the device ({} so far): {:?}\n",
-                        n,
-                        e
-                    );
-                }
+                self.reject(e);
             }
+        }
+    }
+
+    /// Counts a message from the device that changed nothing, and logs it, ever more rarely:
+    /// the host decides how many come.
+    fn reject(&self, e: crate::proto::error::Error) {
+        let n = self.stats.bad.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 8 || n.is_power_of_two() {
+            pr_warn!(
+                "rejected a message from the device ({} so far): {:?}\n",
+                n,
+                e
+            );
         }
     }
 }

@@ -16,6 +16,7 @@ use kernel::{
     sync::{aref::ARef, Arc, Mutex},
     task::Task,
     time::{Instant, Monotonic},
+    uaccess::UserSliceReader,
     vdpa,
 };
 
@@ -32,7 +33,7 @@ mod vms;
 use alloc::{HostState, Publication};
 use device::{HwcDevice, Kind};
 use proto::{
-    message::DeltaWriter,
+    message::{DeltaWriter, MAX_MSG_SIZE},
     placement::{place, Place},
     run::Run,
 };
@@ -411,6 +412,10 @@ impl Drop for SysfsOwner {
 
 #[pin_data]
 struct HwconveyHost {
+    /// `/sys/kernel/debug/hwconvey-host/`, for tests: `inject` ([`Host::inject`]).
+    debugfs: kernel::debugfs::Dir,
+    #[pin]
+    inject: kernel::debugfs::File<Arc<Host>>,
     // Dropped first: no KVM events once the rest goes.
     #[pin]
     kvm: kernel::kvm::Registration<vms::KvmEvents>,
@@ -446,11 +451,40 @@ impl kernel::InPlaceModule for HwconveyHost {
             },
             mgmt <- vdpa::MgmtRegistration::new(c"hwconvey", sysfs.0.clone()),
             kvm <- kernel::kvm::Registration::new(vms::KvmEvents::new(&sysfs.0)),
+            debugfs: kernel::debugfs::Dir::new(c"hwconvey-host"),
+            inject <- debugfs.write_callback_file(
+                c"inject",
+                sysfs.0.clone(),
+                &|host: &Arc<Host>, r: &mut UserSliceReader| host.inject(r),
+            ),
         })
     }
 }
 
 impl Host {
+    /// Queues bytes for a guest as if they were a message of the host's: the test of a guest
+    /// driver against a hostile host (debugfs, root only). The write is the guest id (`u32`,
+    /// little endian), then the message, at most [`MAX_MSG_SIZE`] bytes, taken as it is.
+    fn inject(&self, r: &mut UserSliceReader) -> Result {
+        let len = r.len();
+        if !(4..=4 + MAX_MSG_SIZE).contains(&len) {
+            return Err(EINVAL);
+        }
+        let mut buf = KVec::from_elem(0u8, len, GFP_KERNEL)?;
+        r.read_slice(&mut buf)?;
+        let (id, msg) = buf.split_at(4);
+        let id = u32::from_le_bytes(id.try_into().map_err(|_| EINVAL)?);
+        let devices = self.devices.lock();
+        let dev = devices
+            .iter()
+            .find(|d| d.data().guest_id == id)
+            .ok_or(ENODEV)?;
+        // As a response: queued whatever the device's state, ahead of nothing it would drop.
+        dev.data().push(msg, Kind::Response)?;
+        dev.schedule();
+        Ok(())
+    }
+
     /// Builds the inventory again, under the state lock, before any guest or file exists. A
     /// hotplug callback that runs meanwhile waits for the lock and applies its change on top:
     /// what it reports is newer than what the scan saw.
