@@ -44,6 +44,13 @@ for f in $H/free_cpus $H/cpus $H/hwc0/cpus $H/hwc0/blocks $G/cpus; do
 done
 grep -qE '^cpu 0 node [0-9]+ ' $H/cpus || fail "the host's CPU table: $(cat $H/cpus)"
 
+# Every file either module creates is in the ABI document.
+abi=$HWC_ROOT/Documentation/ABI/testing/sysfs-kernel-hwconvey
+for f in $(ls $H | sed 's|^|host/|') $(ls $H/hwc0 | sed 's|^|host/<device>/|') $(ls $G | sed 's|^|guest/|'); do
+	[ -d "$H/${f#host/}" ] && continue
+	grep -qxF "What:		/sys/kernel/hwconvey/$f" $abi || fail "/sys/kernel/hwconvey/$f is not documented in $abi"
+done
+
 # What names a VMM's processes or what a guest asked for is root's only.
 for f in owner_pid vm vcpus last_request last_response; do
 	[ "$(stat -c %a $H/hwc0/$f)" = 400 ] || fail "$H/hwc0/$f has mode $(stat -c %a $H/hwc0/$f), not 400"
