@@ -46,6 +46,10 @@ const EVENT_BUFFERS: usize = 16;
 /// wants.
 const EVENT_BUDGET: usize = 4 * EVENT_BUFFERS;
 
+/// Requests that can wait for their answers at once: as many as the device's largest request
+/// queue holds (`QUEUE_SIZE_MAX`, 256).
+const OUTSTANDING_MAX: usize = 256;
+
 /// Applied updates logged per second on average, and at once.
 const UPDATE_LOG_RATE: u32 = 10;
 const UPDATE_LOG_BURST: u32 = 20;
@@ -91,6 +95,8 @@ pub(crate) struct Guest {
     answered: CondVar,
     /// When (monotonic ns) the stored copy moved to `generation`.
     updated_ns: AtomicI64,
+    /// When (monotonic ns) the driver started the device.
+    started_ns: i64,
     /// When (monotonic ns) the current pass of the device's work started, and the start of the
     /// pass that applied the last update: the stages of an update's way, for the benchmark.
     pass_ns: AtomicI64,
@@ -99,6 +105,10 @@ pub(crate) struct Guest {
     pub(crate) next_request: AtomicU32,
     /// The host answered a snapshot request "busy": ask again at the next sample.
     snapshot_owed: AtomicBool,
+    /// Ids of the requests sent and not answered yet, oldest first, at most
+    /// [`OUTSTANDING_MAX`]: an answer counts once, and only for one of them.
+    #[pin]
+    outstanding: Mutex<KVec<u32>>,
     /// How often applied updates are logged: the host decides how often they come.
     #[pin]
     log_budget: Mutex<TokenBucket>,
@@ -106,7 +116,16 @@ pub(crate) struct Guest {
     pub(crate) sampler: Mutex<Sampler>,
 }
 
+/// How long a started device may take to send its first snapshot before the driver asks.
+const FIRST_SNAPSHOT_NS: i64 = 1_000_000_000;
+
 impl Guest {
+    /// Whether the first snapshot is late: none a second after the start.
+    fn snapshot_overdue(&self) -> bool {
+        self.generation() == 0
+            && Instant::<Monotonic>::now().as_nanos() - self.started_ns >= FIRST_SNAPSHOT_NS
+    }
+
     /// The generation of the stored copy (0 before the first snapshot).
     pub(crate) fn generation(&self) -> u64 {
         self.stats.generation.load(Ordering::Relaxed)
@@ -232,11 +251,20 @@ impl Guest {
             }
             Ok(Update::Response(r)) => {
                 drop(copy);
-                // Only an answer to a request this driver sent (ids count up from 1): a host
-                // that makes answers up must not steer what the guest believes it asked for.
-                let age = self.next_request.load(Ordering::Relaxed).wrapping_sub(r.id);
-                if !(1..=1 << 31).contains(&age) {
-                    return self.reject(crate::proto::error::Error::Range);
+                // Only an answer to a request this driver sent and that is not answered yet: a
+                // host that makes answers up or replays them must not steer what the guest
+                // believes it asked for.
+                {
+                    let mut out = self.outstanding.lock();
+                    match out.iter().position(|&id| id == r.id) {
+                        Some(i) => {
+                            let _ = out.remove(i);
+                        }
+                        None => {
+                            drop(out);
+                            return self.reject(crate::proto::error::Error::Range);
+                        }
+                    }
                 }
                 let n = self.stats.responses.fetch_add(1, Ordering::Relaxed) + 1;
                 *self.last_response.lock() = Some(r);
@@ -297,11 +325,11 @@ impl virtqueue::Handler for Guest {
         let mut ack = None;
         let mut resync = false;
         if notified & SAMPLE != 0
-            && (guest.snapshot_owed.swap(false, Ordering::Relaxed) || guest.generation() == 0)
+            && (guest.snapshot_owed.swap(false, Ordering::Relaxed) || guest.snapshot_overdue())
         {
             // The host answered our last snapshot request "busy", or has not sent the first
-            // snapshot yet (it holds snapshots back from a driver that starts too often): ask
-            // again, at sampling pace.
+            // snapshot in time (it holds snapshots back from a driver that starts too often):
+            // ask again, at sampling pace.
             resync = true;
         }
         let mut q = vqs.lock();
@@ -361,10 +389,27 @@ fn send(vqs: &Virtqueues<Guest>, encode: impl FnOnce(&mut [u8]) -> Result<usize>
 
 /// Sends a resource request to the host.
 pub(crate) fn send_request(vqs: &Virtqueues<Guest>, req: &Request) -> Result {
-    if !vqs.handler().requests.load(Ordering::Relaxed) {
+    let guest = vqs.handler();
+    if !guest.requests.load(Ordering::Relaxed) {
         return Err(EOPNOTSUPP);
     }
-    send(vqs, |buf| Ok(encode_request(req, buf)?))
+    // Expected before it is sent: the answer may come at once. The oldest makes room (a
+    // snapshot request the host answers with a snapshot gets no answer of its own).
+    {
+        let mut out = guest.outstanding.lock();
+        if out.len() >= OUTSTANDING_MAX {
+            let _ = out.remove(0);
+        }
+        out.push_within_capacity(req.id).map_err(|_| ENOMEM)?;
+    }
+    let sent = send(vqs, |buf| Ok(encode_request(req, buf)?));
+    if sent.is_err() {
+        let mut out = guest.outstanding.lock();
+        if let Some(i) = out.iter().rposition(|&id| id == req.id) {
+            let _ = out.remove(i);
+        }
+    }
+    sent
 }
 
 /// Request round trips measured by [`bench_roundtrip`], in nanoseconds.
@@ -532,10 +577,12 @@ impl GuestDriver {
                 last_diff <- new_mutex!(None),
                 answered <- new_condvar!(),
                 updated_ns: AtomicI64::new(0),
+                started_ns: Instant::<Monotonic>::now().as_nanos(),
                 pass_ns: AtomicI64::new(0),
                 applied_pass_ns: AtomicI64::new(0),
                 next_request: AtomicU32::new(1),
                 snapshot_owed: AtomicBool::new(false),
+                outstanding <- new_mutex!(KVec::with_capacity(OUTSTANDING_MAX, GFP_KERNEL)?),
                 log_budget <- new_mutex!(TokenBucket::new(
                     UPDATE_LOG_RATE,
                     UPDATE_LOG_BURST,

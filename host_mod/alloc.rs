@@ -137,6 +137,17 @@ pub(crate) struct HostState {
     /// Where admission writes the components it picks: as long as the largest table, so that
     /// no request, whatever it asks for, allocates on the host.
     picks: KVec<u32>,
+    /// While the module loads: the CPUs and memory blocks a hotplug callback reported, which
+    /// the inventory built again after the registrations keeps as reported
+    /// ([`HostState::rebuilt`]).
+    pub(crate) reported: Option<Reported>,
+}
+
+/// Components that hotplug callbacks reported.
+#[derive(Default)]
+pub(crate) struct Reported {
+    cpus: KVec<u32>,
+    blocks: KVec<u32>,
 }
 
 fn distance(a: u16, b: u16) -> u32 {
@@ -164,7 +175,35 @@ impl HostState {
             decisions: Decisions::default(),
             scratch: KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?,
             picks,
+            reported: None,
         })
+    }
+
+    /// The state for `scanned`, an inventory built again once the hotplug callbacks are
+    /// registered, with the policy set meanwhile. What a callback reported since then is newer
+    /// than the scan (a CPU's teardown runs while it is still in the online mask, a memory
+    /// block is announced online before its state says so): it is kept as reported.
+    pub(crate) fn rebuilt(&self, mut scanned: KInventory) -> Result<Self> {
+        if let Some(r) = &self.reported {
+            for &id in r.cpus.iter() {
+                if let (Some(&now), Some(c)) =
+                    (self.inventory.cpus().get(id as usize), scanned.cpu_mut(id))
+                {
+                    *c = now;
+                }
+            }
+            for &i in r.blocks.iter() {
+                if let (Some(&now), Some(b)) = (
+                    self.inventory.blocks().get(i as usize),
+                    scanned.block_mut(i),
+                ) {
+                    *b = now;
+                }
+            }
+        }
+        let mut fresh = Self::new(scanned)?;
+        fresh.policy = self.policy;
+        Ok(fresh)
     }
 
     pub(crate) fn guest(&self, id: u32) -> Option<&Guest> {
@@ -481,6 +520,10 @@ impl HostState {
     /// its guest shrinks. A CPU that comes online is present, on its node, whatever the
     /// inventory said of it before (it may have been hot-added since it was built).
     pub(crate) fn cpu_changed(&mut self, cpu: u32, placement: Option<Placement>) -> Result {
+        if let Some(r) = &mut self.reported {
+            // Best effort: without room, the scan's view of this CPU stands.
+            let _ = r.cpus.push(cpu, GFP_KERNEL);
+        }
         let online = placement.is_some();
         let Some(c) = self.inventory.cpu_mut(cpu) else {
             return Err(EINVAL);
@@ -541,8 +584,8 @@ impl HostState {
     /// Memory blocks `first..first + count` went online or offline. Allocated blocks that go
     /// offline are replaced from the free pool, near them, else their guest shrinks.
     ///
-    /// A block that comes online is present, on its node from `nodes` (sorted `(index, node)`
-    /// pairs, [`crate::scan::block_nodes`]): it may have been in a hole when the inventory was
+    /// A block that comes online is present, on its node from `nodes` (`(index, node)` pairs,
+    /// [`crate::scan::block_nodes`]): it may have been in a hole when the inventory was
     /// built. One beyond the inventory's end grows it, up to [`MAX_BLOCKS`]; the guests then get
     /// a snapshot, since a delta cannot change the dimensions.
     pub(crate) fn blocks_changed(
@@ -552,13 +595,24 @@ impl HostState {
         online: bool,
         nodes: &[(u32, u16)],
     ) -> Result {
-        if online {
+        // Room for every block of the range that is in the table (only blocks going offline
+        // can be lost), taken before anything changes: a failure then leaves the inventory as
+        // it was. Growing the table is the last step that can fail.
+        let span = if online {
+            0
+        } else {
+            count.min(self.inventory.dims().blocks) as usize
+        };
+        let mut lost: KVec<(Owner, u16)> = KVec::with_capacity(span, GFP_KERNEL)?;
+        if let Some(r) = &mut self.reported {
+            let end = first.saturating_add(count).min(MAX_BLOCKS);
+            for i in first..end {
+                let _ = r.blocks.push(i, GFP_KERNEL);
+            }
+        }
+        if online && first < MAX_BLOCKS {
             self.grow_blocks(first.saturating_add(count))?;
         }
-        // Room for every block of the range that is in the table, taken before anything
-        // changes: a failure then leaves the inventory as it was.
-        let span = count.min(self.inventory.dims().blocks) as usize;
-        let mut lost: KVec<(Owner, u16)> = KVec::with_capacity(span, GFP_KERNEL)?;
         let mut changed = false;
         for i in first..first.saturating_add(count) {
             let Some(b) = self.inventory.block_mut(i) else {
@@ -570,10 +624,8 @@ impl HostState {
             changed = true;
             if online {
                 b.state |= PRESENT | ONLINE;
-                if let Ok(k) = nodes.binary_search_by_key(&i, |&(index, _)| index) {
-                    if let Some(&(_, node)) = nodes.get(k) {
-                        b.node = node;
-                    }
+                if let Some(&(_, node)) = nodes.iter().find(|&&(index, _)| index == i) {
+                    b.node = node;
                 }
             } else {
                 b.state &= !ONLINE;

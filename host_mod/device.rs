@@ -197,16 +197,17 @@ impl HwcDevice {
     /// (later deltas start from there); pending responses go first.
     ///
     /// A snapshot the driver made due without asking ([`Outbox::charge`]) takes one of the
-    /// guest's request tokens: [`EAGAIN`] if there is none, and the snapshot stays due. The
-    /// guest's next kick (a driver with no snapshot asks at sampling pace) or the next
-    /// publication tries again. The host's own resyncs (an outbox the driver let overflow, a
-    /// failed write, a change that fits no delta) and granted requests cost nothing more.
-    fn queue_snapshot(&self) -> Result {
+    /// guest's request tokens. Without one, the snapshot stays due and this returns how many
+    /// ms until the next token: the caller tries again then (and at the guest's next kick or
+    /// the next publication). The host's own resyncs (an outbox the driver let overflow, a
+    /// change that fits no delta) and granted requests cost nothing more.
+    fn queue_snapshot(&self) -> Result<Option<u32>> {
         let mut st = self.host.state.lock();
-        let charge = self.outbox.lock().charge;
-        if charge && !st.take_token(self.guest_id, Host::now_ns())? {
+        let charged = self.outbox.lock().charge;
+        let retry_ms = 1000 / st.policy.rate.max(1) + 1;
+        if charged && !st.take_token(self.guest_id, Host::now_ns())? {
             bump(&self.stats.snapshots_deferred);
-            return Err(EAGAIN);
+            return Ok(Some(retry_ms));
         }
         let inv = &st.published;
         let mut parts = KVec::new();
@@ -225,6 +226,11 @@ impl HwcDevice {
         }
         // Swap under the state lock: a publication after this one goes after the snapshot.
         let mut out = self.outbox.lock();
+        if out.charge && !charged {
+            // The driver reset or started the device meanwhile: the snapshot it needs now is
+            // its own to pay for.
+            return Ok(Some(0));
+        }
         out.msgs.retain(|m| m.kind == Kind::Response);
         for part in parts {
             out.msgs.push(part, GFP_KERNEL)?;
@@ -234,7 +240,7 @@ impl HwcDevice {
         drop(out);
         drop(st);
         bump(&self.stats.snapshots);
-        Ok(())
+        Ok(None)
     }
 
     fn handle(&self, msg: &[u8], features: u64) {
@@ -326,7 +332,6 @@ impl HwcDevice {
                         return false;
                     }
                 };
-                bump(&self.stats.received);
                 let n = chain.readable();
                 if n > MAX_MSG_SIZE {
                     self.reject("a chain", ProtoError::TooLarge);
@@ -335,12 +340,21 @@ impl HwcDevice {
                 let Some(buf) = scratch.get_mut(..n) else {
                     continue;
                 };
-                match chain.read(buf) {
+                let read = chain.read(buf);
+                if read.is_ok() {
+                    bump(&self.stats.received);
+                }
+                match read {
                     Ok(got) if got == n => {
                         drop(chain);
                         self.handle(scratch.get(..n).unwrap_or(&[]), features);
                     }
-                    _ => self.reject("a chain", ProtoError::Truncated),
+                    Ok(_) => self.reject("a chain", ProtoError::Truncated),
+                    // Buffers outside the driver's mappings: the queue stopped there.
+                    Err(_) => {
+                        bump(&self.stats.bad_chains);
+                        return false;
+                    }
                 }
             }
             true
@@ -349,12 +363,13 @@ impl HwcDevice {
     }
 
     /// Copies queued messages into the event queue's buffers; returns whether it stopped with
-    /// messages and buffers left (the caller then runs again later).
+    /// messages and buffers left (the caller then runs again at once), and in how many ms a
+    /// snapshot held back for lack of a token can go.
     ///
     /// The outbox lock only ever covers the message list, never the ring: ring accesses copy
     /// from and to the owner's memory, which a VMM can make wait indefinitely (userfaultfd),
     /// and the host's publication path takes the outbox lock with the state lock held.
-    fn fill_events(&self, queues: &mut Queues<'_>) -> bool {
+    fn fill_events(&self, queues: &mut Queues<'_>) -> (bool, Option<u32>) {
         let resync = {
             let mut out = self.outbox.lock();
             // A driver that did not accept deltas gets every update as a snapshot, at its
@@ -367,11 +382,17 @@ impl HwcDevice {
             }
             out.resync
         };
-        if resync && self.queue_snapshot().is_err() {
-            return false;
-        }
-        queues
+        let mut retry = None;
+        // Only for a queue that can take it: a stopped or absent one costs no snapshot.
+        let more = queues
             .with(usize::from(EVENTQ), |q| {
+                // A snapshot held back leaves the responses queued: they still go out.
+                if resync {
+                    match self.queue_snapshot() {
+                        Ok(r) => retry = r,
+                        Err(_) => return false,
+                    }
+                }
                 // Bounded: a driver that posts buffers too small for any message, or keeps
                 // moving its available index, cannot keep the worker here.
                 for _ in 0..EVENT_BUDGET {
@@ -410,24 +431,30 @@ impl HwcDevice {
                                 .last_sent_ns
                                 .store(Host::now_ns(), Ordering::Relaxed);
                         }
-                        // The update is lost: the guest would see a gap, so it gets a
-                        // snapshot instead. A response goes back to the head of the outbox,
-                        // since nothing else would ever answer that request.
+                        // A buffer the device cannot write (the driver unmapped it, or
+                        // never mapped it) stops the queue until the driver resets the
+                        // device, or it could post such buffers as fast as they come back,
+                        // each costing a message. The update is lost: a snapshot replaces
+                        // it. A response goes back to the head of the outbox, since nothing
+                        // else would ever answer that request.
                         _ => {
-                            bump(&self.stats.bad);
+                            bump(&self.stats.bad_chains);
                             let mut out = self.outbox.lock();
                             if msg.kind != Kind::Response {
                                 out.drop_updates();
+                                // The driver's doing: the snapshot that replaces it is its own.
+                                out.charge = true;
                             } else if out.msgs.reserve(1, GFP_KERNEL).is_ok() {
                                 let _ = out.msgs.insert_within_capacity(0, msg);
                             }
-                            return true;
+                            return false;
                         }
                     }
                 }
                 !self.outbox.lock().msgs.is_empty()
             })
-            .unwrap_or(false)
+            .unwrap_or(false);
+        (more, retry)
     }
 }
 
@@ -503,9 +530,11 @@ impl vdpa::SoftDevice for HwcDevice {
         let d = dev.data();
         let start = Instant::<Monotonic>::now();
         let more_requests = d.drain_requests(queues);
-        let more_events = d.fill_events(queues);
-        if more_requests || more_events {
+        let (more_events, retry) = d.fill_events(queues);
+        if more_requests || more_events || retry == Some(0) {
             dev.schedule();
+        } else if let Some(ms) = retry {
+            dev.schedule_after(ms);
         }
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
         bump(&d.stats.work_passes);
@@ -525,10 +554,11 @@ impl vdpa::SoftDevice for HwcDevice {
             out.drop_updates();
             out.charge = true;
         } else {
-            // Reset: nothing queued is for the next driver.
+            // Reset: nothing queued is for the next driver, whose first snapshot is the
+            // driver's doing (it may be taken before the start is reported, just below).
             out.msgs.clear();
             out.resync = true;
-            out.charge = false;
+            out.charge = true;
         }
     }
 

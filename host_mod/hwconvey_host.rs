@@ -44,6 +44,12 @@ module! {
     authors: ["hwconvey developers"],
     description: "hwconvey host: whole-host inventory and guest allocation",
     license: "GPL",
+    params: {
+        inject: bool {
+            default: false,
+            description: "Let root queue raw messages for a guest through debugfs (for tests)",
+        },
+    },
 }
 
 /// State shared by the module and every device.
@@ -463,9 +469,14 @@ impl kernel::InPlaceModule for HwconveyHost {
 
 impl Host {
     /// Queues bytes for a guest as if they were a message of the host's: the test of a guest
-    /// driver against a hostile host (debugfs, root only). The write is the guest id (`u32`,
+    /// driver against a hostile host (debugfs, root only, and only with the module parameter
+    /// `inject`). The write is the guest id (`u32`,
     /// little endian), then the message, at most [`MAX_MSG_SIZE`] bytes, taken as it is.
     fn inject(&self, r: &mut UserSliceReader) -> Result {
+        // A test hook: off unless the module was loaded with `inject=1`.
+        if !module_parameters::inject.value() {
+            return Err(EPERM);
+        }
         let len = r.len();
         if !(4..=4 + MAX_MSG_SIZE).contains(&len) {
             return Err(EINVAL);
@@ -486,16 +497,14 @@ impl Host {
     }
 
     /// Builds the inventory again, under the state lock, before any guest or file exists. A
-    /// hotplug callback that runs meanwhile waits for the lock and applies its change on top:
-    /// what it reports is newer than what the scan saw.
+    /// hotplug callback that runs meanwhile waits for the lock and applies its change on top;
+    /// one that ran before is kept as it reported ([`HostState::rebuilt`]): either way, what
+    /// a callback reports is newer than what the scan saw.
     fn rescan(&self) -> Result {
         // The scan runs under the lock: a callback that came after it read some state must
         // wait to apply its change, or the new inventory would overwrite it.
         let mut st = self.state.lock();
-        let fresh = HostState::new(scan::scan()?)?;
-        let policy = st.policy;
-        *st = fresh;
-        st.policy = policy;
+        *st = st.rebuilt(scan::scan()?)?;
         Ok(())
     }
 }
@@ -516,7 +525,9 @@ impl HwconveyHost {
             online_blocks,
             d.nodes
         );
-        let state = HostState::new(inventory)?;
+        let mut state = HostState::new(inventory)?;
+        // Until the inventory is built again after the hotplug registrations.
+        state.reported = Some(alloc::Reported::default());
         Arc::pin_init(
             try_pin_init!(Host {
                 state <- new_mutex!(state),
@@ -550,6 +561,7 @@ mod tests {
     use super::scan::{scan, Placement};
     use super::sysfs::{write_blocks_of, write_cpu_table, write_cpus_of};
     use kernel::prelude::*;
+    use kernel::sysfs::Window;
     use kernel::time::{Instant, Monotonic};
 
     #[test]
@@ -778,8 +790,8 @@ mod tests {
     }
 
     /// The sysfs files that list CPUs or blocks hold the largest host at its most fragmented
-    /// (every other CPU and block to a guest, the rest free): far more than a page, and every
-    /// entry is there. A file that had to fit a page would fail here.
+    /// (every other CPU and block to a guest, the rest free): far more than a page, every entry
+    /// is there, and read a window at a time, as sysfs serves them, they make up the same text.
     #[test]
     fn list_files_hold_the_largest_fragmented_host() -> Result {
         let mut inv = large_inventory()?;
@@ -812,6 +824,35 @@ mod tests {
 
         for list in [&guest_cpus, &free_cpus, &guest_blocks, &table] {
             assert!(list.0.len() > kernel::page::PAGE_SIZE);
+        }
+        // Served as sysfs serves a list attribute, a window per read(2): the pieces, of a page
+        // or of an odd size, make up the whole text.
+        type Render<'a> = &'a dyn Fn(&mut Window<'_>) -> Result;
+        let lists: [(&Text, Render<'_>); 2] = [
+            (&guest_blocks, &|w| {
+                write_blocks_of(w, inv.blocks(), Owner(1))
+            }),
+            (&table, &|w| write_cpu_table(w, inv.cpus())),
+        ];
+        for (whole, render) in lists {
+            for size in [kernel::page::PAGE_SIZE, 1000] {
+                let mut pieces = KVVec::new();
+                let mut buf = KVec::from_elem(0u8, size, GFP_KERNEL)?;
+                loop {
+                    let mut w = Window::new(pieces.len(), &mut buf);
+                    let done = match render(&mut w) {
+                        Ok(()) => true,
+                        Err(_) if w.is_full() => false,
+                        Err(e) => return Err(e),
+                    };
+                    let n = w.written();
+                    pieces.extend_from_slice(buf.get(..n).ok_or(EINVAL)?, GFP_KERNEL)?;
+                    if done || n == 0 {
+                        break;
+                    }
+                }
+                assert!(pieces.as_slice() == whole.0.as_slice());
+            }
         }
         let count =
             |t: &Text| -> Result<u64> { Ok(idlist::parse(t.as_str()?, u32::MAX).count_ids()?) };

@@ -35,8 +35,9 @@ impl Placement {
     }
 }
 
-/// The nodes of the memory blocks `first..first + count` that the kernel knows, sorted by
-/// index, for blocks coming online: one in a hole of the inventory, or beyond its end, has no
+/// The nodes of the memory blocks `first..first + count` that the kernel knows, for blocks
+/// coming online (the kernel onlines memory a block at a time: `count` is 1 but for a caller
+/// that coalesces): one in a hole of the inventory, or beyond its end, has no
 /// node recorded yet. At most one entry per memory block of the system.
 pub(crate) fn block_nodes(first: u32, count: u32) -> Result<KVec<(u32, u16)>> {
     let end = first.saturating_add(count);
@@ -50,7 +51,6 @@ pub(crate) fn block_nodes(first: u32, count: u32) -> Result<KVec<(u32, u16)>> {
         }
         Ok(())
     })?;
-    nodes.sort_unstable();
     Ok(nodes)
 }
 

@@ -38,6 +38,8 @@ log "native tests"
 cargo test --workspace --all-features 2>&1 | tee "$logs/cargo" | grep -E '^test result|FAILED|panicked' || true
 tally "$logs/cargo"
 grep -q '^test result: ok' "$logs/cargo" || failed=$((failed + 1))
+# The programs the scenarios run (the agent, the hostile VMM).
+cargo build --workspace --bins -q
 cargo clippy --workspace --all-features --all-targets -q -- -D warnings
 
 log "bounded fuzz run"

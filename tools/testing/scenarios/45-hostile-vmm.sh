@@ -1,23 +1,35 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# A VMM that drives the device's rings by hand (hostile-vmm.py, through
-# /dev/vhost-vdpa-N, as QEMU hands the device to a guest): a well-formed
-# request is served; an indirect descriptor the driver did not negotiate, a
-# chain of more buffers than the device allows and an available index far
-# ahead each stop the queue, counted in bad_chains, with nothing taken; after
-# a reset the device serves again. Starting the device in a loop gets no more
-# snapshots than the rate limit (1/s here) allows.
+# A VMM that drives the device's rings by hand (tools/testing/hostile-vmm,
+# on rust-vmm's vhost and vm-memory crates, through /dev/vhost-vdpa-N as QEMU
+# hands the device to a guest): well-formed requests are served; zero-length
+# and one-byte buffers, chains past 16 buffers, descriptor loops, indices
+# past the ring, addresses outside the mappings, indirect tables of every
+# size, available indices far ahead, features never offered, a VMM that
+# exits with the device open elsewhere, reset storms and a driver without
+# deltas are each refused or held to the rate limit (1/s here), counted,
+# with nothing taken. After each, a sysfs read and a CPU off and on line
+# finish within 1 s, and another guest still receives updates.
 . "$(dirname "$0")/lib.sh"
 
+VMM=$HWC_ROOT/target/debug/hostile-vmm
+[ -x "$VMM" ] || fail "the hostile VMM is not built (make check builds it: cargo build --workspace --bins)"
 load_host
+load_guest
+# The other guest's projection stays out of it.
+echo 60000 >$G/period_ms
 echo 1 >$H/rate_limit
 echo 1 >$H/rate_burst
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+# The other guest, in this kernel: it must keep receiving updates.
+vdpa dev add name hwc1 mgmtdev hwconvey || fail "vdpa dev add hwc1"
+bind hwc1 virtio_vdpa
+in_sync
+vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add hwc0"
 bind hwc0 vhost_vdpa
 chr=$(ls /sys/bus/vdpa/devices/hwc0/ | grep -E '^vhost-vdpa-[0-9]+$' | head -1)
 [ -n "$chr" ] || fail "no vhost-vdpa device under hwc0"
 udevadm settle 2>/dev/null || true
 [ -c "/dev/$chr" ] || mknod "/dev/$chr" c $(tr ':' ' ' <"/sys/bus/vdpa/devices/hwc0/$chr/dev")
-python3 "$(dirname "$0")/hostile-vmm.py" "/dev/$chr" $H || fail "the hostile VMM's checks"
-note "$(cat $H/hwc0/bad_chains) queues stopped, $(cat $H/hwc0/messages_received) messages served, $(cat $H/hwc0/snapshots) snapshots"
+"$VMM" "/dev/$chr" hwc0 hwc1 || fail "the hostile VMM's checks"
+note "hwc0: $(cat $H/hwc0/bad_chains) queues stopped, $(cat $H/hwc0/messages_received) messages served, $(cat $H/hwc0/snapshots) snapshots; hwc1 at generation $(cat $G/generation) with the host"

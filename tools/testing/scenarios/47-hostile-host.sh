@@ -8,16 +8,28 @@
 # still applies.
 . "$(dirname "$0")/lib.sh"
 
+# The test hook that queues raw messages for a guest is off unless asked for.
+mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 load_host
+out=$( { printf '\1\0\0\0\1\2\0\0\10\0\0\0' >/sys/kernel/debug/hwconvey-host/inject; } 2>&1) &&
+	fail "inject worked without the module parameter"
+case "$out" in *"not permitted"*) ;; *) fail "inject without the module parameter: $out" ;; esac
+rmmod hwconvey_host || fail "rmmod hwconvey_host"
+insmod "$HWC_ROOT/host_mod/hwconvey_host.ko" inject=1 || fail "insmod hwconvey_host inject=1"
 load_guest
 # The guest's own projection stays out of it: nothing else moves its state.
 echo 60000 >$G/period_ms
-mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 [ -w /sys/kernel/debug/hwconvey-host/inject ] || fail "no debugfs inject file"
 vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 in_sync
-python3 "$(dirname "$0")/hostile-host.py" "$(cat $H/hwc0/guest_id)" || fail "the hostile host's checks"
+# A real request and its answer, which the hostile host then replays.
+echo "cpus 1" >$G/request || fail "request"
+for i in $(seq 100); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; done
+answered=$(awk '{print $2}' $G/last_response)
+[ -n "$answered" ] && [ "$answered" != none ] || fail "no answer to a real request: $(cat $G/last_response)"
+in_sync
+python3 "$(dirname "$0")/hostile-host.py" "$(cat $H/hwc0/guest_id)" "$answered" || fail "the hostile host's checks"
 echo 1 >$H/bench_push
 in_sync
 note "$(cat $G/bad_messages) messages rejected; then generation $(cat $G/generation) applied on both sides"

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 """A hostile host for the guest driver: crafted messages through the host's debugfs `inject`.
 
-Usage: hostile-host.py GUEST_ID
+Usage: hostile-host.py GUEST_ID ANSWERED_ID
+
+ANSWERED_ID is a request of the guest's that the host has answered already.
 
 The guest driver (hwconvey_guest, bound to the device of guest GUEST_ID) must reject every
 message below: count it in bad_messages, and keep its stored copy, its generation and its last
@@ -82,7 +84,7 @@ def rejected(guest, what, msg):
 
 
 def main():
-    guest = int(sys.argv[1])
+    guest, answered = int(sys.argv[1]), int(sys.argv[2])
     inv = read(f"{H}/inventory").split()
     cpus, blocks, nodes = int(inv[1]), int(inv[5]), int(inv[11])
     gen = int(read(f"{G}/generation"))
@@ -110,6 +112,8 @@ def main():
          snapshot(gen + 1, guest, cpus, 0, nodes, run(RUN_CPU, PRESENT | ONLINE, 0, 0, 1, 0))),
         ("a snapshot for no guest (id 0)", snapshot(gen + 1, 0, cpus, blocks, nodes)),
         ("an answer to a request never sent", response(0x7FFF0000, gen)),
+        ("an answer to request 0, which no driver sends", response(0, gen)),
+        ("an answer to a request answered already", response(answered, gen)),
     ]
     try:
         for what, msg in cases:
