@@ -388,10 +388,8 @@ impl HwcDevice {
             .with(usize::from(EVENTQ), |q| {
                 // A snapshot held back leaves the responses queued: they still go out.
                 if resync {
-                    match self.queue_snapshot() {
-                        Ok(r) => retry = r,
-                        Err(_) => return false,
-                    }
+                    // Out of memory, or no guest (its allocation failed): try again later.
+                    retry = self.queue_snapshot().unwrap_or(Some(1000));
                 }
                 // Bounded: a driver that posts buffers too small for any message, or keeps
                 // moving its available index, cannot keep the worker here.

@@ -222,6 +222,15 @@ impl Host {
             .any(|d| d.data().stats.owner_mm.load(Ordering::Acquire) == mm_id)
     }
 
+    /// The device of guest `id`.
+    pub(crate) fn device(&self, id: u32) -> Option<ARef<vdpa::Device<HwcDevice>>> {
+        self.devices
+            .lock()
+            .iter()
+            .find(|d| d.data().guest_id == id)
+            .cloned()
+    }
+
     /// The device whose owner has address space `mm_id`, i.e. the one that VM owns.
     pub(crate) fn device_of(&self, mm_id: usize) -> Option<ARef<vdpa::Device<HwcDevice>>> {
         self.devices

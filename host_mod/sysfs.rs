@@ -380,6 +380,13 @@ fn host_of(d: &DevInfo) -> Result<&Host> {
 
 /// The VM that owns the device: "vm <id> vcpus <n>", or "none".
 /// "cpus <n> blocks <m>": what the guest lost with no replacement and is owed.
+/// Passes of the device's worker skipped because its VMM's address space is gone.
+fn show_ownerless_passes(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let dev = host_of(d)?.device(d.guest_id).ok_or(ENODEV)?;
+    writeln!(page, "{}", dev.ownerless_passes())?;
+    Ok(())
+}
+
 fn show_owed(d: &DevInfo, page: &mut Page<'_>) -> Result {
     let st = host_of(d)?.state.lock();
     let owed = st.guest(d.guest_id).map(|g| g.owed).unwrap_or_default();
@@ -516,7 +523,7 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static DEVICE_ATTRS: [Attribute<DevInfo>; 27] = [
+static DEVICE_ATTRS: [Attribute<DevInfo>; 28] = [
     Attribute::ro(c"allocation", show_allocation),
     Attribute::list(c"cpus", show_cpus),
     Attribute::list(c"blocks", show_blocks),
@@ -539,6 +546,7 @@ static DEVICE_ATTRS: [Attribute<DevInfo>; 27] = [
     Attribute::ro(c"last_sent_ns", show_last_sent_ns),
     Attribute::ro(c"bad_messages", show_bad),
     Attribute::ro(c"bad_chains", show_bad_chains),
+    Attribute::ro(c"ownerless_passes", show_ownerless_passes),
     Attribute::ro(c"snapshots", show_snapshots),
     Attribute::ro(c"snapshots_deferred", show_snapshots_deferred),
     Attribute::ro(c"dropped_updates", show_dropped),

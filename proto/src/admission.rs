@@ -89,13 +89,22 @@ impl TokenBucket {
 
     /// Takes one token at time `now_ns`, if there is one.
     pub fn take(&mut self, now_ns: u64) -> bool {
-        let elapsed = now_ns.saturating_sub(self.last_ns);
-        self.last_ns = self.last_ns.max(now_ns);
+        let elapsed_us = now_ns.saturating_sub(self.last_ns) / 1000;
+        let rate = u64::from(self.rate);
         // `rate` tokens per second = `rate` thousandths per millisecond: refill in whole
         // microseconds, in 64 bits (no 128-bit division in the kernel), saturating.
-        let refill = (elapsed / 1000).saturating_mul(u64::from(self.rate)) / 1000;
+        let refill = elapsed_us.saturating_mul(rate) / 1000;
         let cap = u64::from(self.burst).saturating_mul(1000);
         self.milli_tokens = self.milli_tokens.saturating_add(refill).min(cap);
+        if rate == 0 || self.milli_tokens == cap {
+            // A full bucket saves no time for later.
+            self.last_ns = self.last_ns.max(now_ns);
+        } else {
+            // Only the time the refill accounts for is spent: calls closer together than a
+            // thousandth of a token still add up, however often a peer makes them.
+            let spent_us = refill.saturating_mul(1000).checked_div(rate).unwrap_or(0);
+            self.last_ns = self.last_ns.saturating_add(spent_us.saturating_mul(1000));
+        }
         if self.milli_tokens >= 1000 {
             self.milli_tokens = self.milli_tokens.saturating_sub(1000);
             true

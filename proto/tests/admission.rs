@@ -171,6 +171,21 @@ fn token_bucket_limits_rate_and_refills() {
 }
 
 #[test]
+fn token_bucket_refills_however_often_it_is_asked() {
+    // 1 per second, asked every half millisecond (a peer that kicks the device in a loop):
+    // each call refills less than a thousandth of a token, which must still add up.
+    let mut tb = TokenBucket::new(1, 1, 0);
+    assert!(tb.take(0));
+    let got = (1..=2_200u64).filter(|i| tb.take(i * 500_000)).count();
+    assert_eq!(got, 1);
+    // And at 20 per second, 1049 us make 20 thousandths: the 49 us left count next time.
+    let mut tb = TokenBucket::new(20, 1, 0);
+    assert!(tb.take(0));
+    assert!(!tb.take(49_951_000));
+    assert!(tb.take(50_000_000));
+}
+
+#[test]
 fn random_plans_never_pick_unavailable_components() {
     let mut rng = Rng::new(21);
     for _ in 0..200 {
