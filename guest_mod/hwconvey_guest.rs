@@ -84,7 +84,7 @@ mod tests {
     use super::proto::diff::Diff;
     use super::proto::error::Error;
     use super::proto::guest::Update;
-    use super::proto::in_kernel::{new_guest_copy, new_inventory};
+    use super::proto::in_kernel::{new_guest_copy, new_inventory, Text};
     use super::proto::inventory::{Allocation, Dims, Owner, ONLINE, PRESENT};
     use super::proto::message::{DeltaWriter, SnapshotEncoder, MAX_MSG_SIZE};
     use super::proto::projection::{Params, Projector, Proposal, Sample};
@@ -198,9 +198,9 @@ mod tests {
         for id in (0..inv.dims().cpus).step_by(3) {
             inv.cpu_mut(id).ok_or(EINVAL)?.owner = me;
         }
-        let mut text = Text(KVVec::new());
+        let mut text = Text::default();
         crate::sysfs::write_cpu_table(&mut text, inv.cpus(), me)?;
-        let text = core::str::from_utf8(&text.0).map_err(|_| EINVAL)?;
+        let text = text.as_str().map_err(|_| EINVAL)?;
         assert!(text.len() > kernel::page::PAGE_SIZE);
         let online = inv.cpus().iter().filter(|c| c.online()).count();
         assert_eq!(text.lines().count(), online);
@@ -211,16 +211,5 @@ mod tests {
             .count();
         assert_eq!(text.lines().filter(|l| l.ends_with(" mine")).count(), mine);
         Ok(())
-    }
-
-    /// The whole text of a file.
-    struct Text(KVVec<u8>);
-
-    impl core::fmt::Write for Text {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            self.0
-                .extend_from_slice(s.as_bytes(), GFP_KERNEL)
-                .map_err(|_| core::fmt::Error)
-        }
     }
 }

@@ -561,7 +561,7 @@ mod tests {
     use super::proto::guest::Update;
     use super::proto::idlist;
     use super::proto::in_kernel::new_guest_copy;
-    use super::proto::in_kernel::{new_inventory, KInventory};
+    use super::proto::in_kernel::{new_inventory, KGuestCopy, KInventory, Text};
     use super::proto::inventory::{Cpu, MemBlock, NO_NODE, NO_PACKAGE, PRESENT};
     use super::proto::inventory::{Owner, ONLINE};
     use super::proto::message::Status;
@@ -597,12 +597,7 @@ mod tests {
     fn snapshot_of_this_host_round_trips() -> Result {
         let host = scan()?;
         let mut copy = new_guest_copy()?;
-        let mut enc = SnapshotEncoder::new(7);
-        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
-        let mut last = None;
-        while let Some(n) = enc.next_part(&host, &mut buf)? {
-            last = Some(copy.receive(buf.get(..n).ok_or(EINVAL)?)?);
-        }
+        let (last, _, _) = send_snapshot(&host, 7, &mut copy)?;
         assert!(matches!(last, Some(Update::Applied { snapshot: true, .. })));
         assert!(copy.stored().cpus() == host.cpus());
         assert!(copy.stored().blocks() == host.blocks());
@@ -657,27 +652,29 @@ mod tests {
         Ok(())
     }
 
-    /// The whole text of a file, as its readers get it piece by piece.
-    struct Text(KVVec<u8>);
-
-    impl core::fmt::Write for Text {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            self.0
-                .extend_from_slice(s.as_bytes(), GFP_KERNEL)
-                .map_err(|_| core::fmt::Error)
-        }
+    /// Renders a file's whole text.
+    fn render(f: impl FnOnce(&mut Text) -> Result) -> Result<Text> {
+        let mut t = Text::default();
+        f(&mut t)?;
+        Ok(t)
     }
 
-    impl Text {
-        fn render(f: impl FnOnce(&mut Self) -> Result) -> Result<Self> {
-            let mut t = Self(KVVec::new());
-            f(&mut t)?;
-            Ok(t)
+    /// Sends a full snapshot of `inv` to `copy`, as the device does, part by part; returns
+    /// what the last part did, the number of parts and their bytes.
+    fn send_snapshot(
+        inv: &KInventory,
+        guest: u32,
+        copy: &mut KGuestCopy,
+    ) -> Result<(Option<Update>, usize, usize)> {
+        let mut enc = SnapshotEncoder::new(guest);
+        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
+        let (mut last, mut parts, mut bytes) = (None, 0, 0);
+        while let Some(n) = enc.next_part(inv, &mut buf)? {
+            last = Some(copy.receive(buf.get(..n).ok_or(EINVAL)?)?);
+            parts += 1;
+            bytes += n;
         }
-
-        fn as_str(&self) -> Result<&str> {
-            core::str::from_utf8(&self.0).map_err(|_| EINVAL)
-        }
+        Ok((last, parts, bytes))
     }
 
     /// The host of the size the design targets ([`Inventory::make_large_host`]).
@@ -720,14 +717,7 @@ mod tests {
         // What a guest that resyncs gets: the whole inventory, in parts.
         let t = Instant::<Monotonic>::now();
         let mut copy = new_guest_copy()?;
-        let mut enc = SnapshotEncoder::new(1);
-        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
-        let (mut parts, mut bytes) = (0, 0);
-        while let Some(n) = enc.next_part(&st.inventory, &mut buf)? {
-            copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
-            parts += 1;
-            bytes += n;
-        }
+        let (_, parts, bytes) = send_snapshot(&st.inventory, 1, &mut copy)?;
         let t_snapshot = us_since(t);
         assert!(copy.stored().cpus() == st.inventory.cpus());
         assert!(copy.stored().blocks() == st.inventory.blocks());
@@ -782,8 +772,8 @@ mod tests {
         // The per-device range lists that sysfs shows.
         let t = Instant::<Monotonic>::now();
         for id in 1..=16 {
-            let text = Text::render(|w| write_cpus_of(w, st.inventory.cpus(), Owner(id)))?;
-            let held = idlist::parse(text.as_str()?, u32::MAX).count_ids()?;
+            let text = render(|w| write_cpus_of(w, st.inventory.cpus(), Owner(id)))?;
+            let held = idlist::parse(text.as_str().map_err(|_| EINVAL)?, u32::MAX).count_ids()?;
             assert_eq!(held, st.guest_cpus(id)?.len() as u64);
         }
         let t_render = us_since(t);
@@ -825,10 +815,10 @@ mod tests {
         assert!(mine > 1000 && free > 1000);
 
         let t = Instant::<Monotonic>::now();
-        let guest_cpus = Text::render(|w| write_cpus_of(w, inv.cpus(), Owner(1)))?;
-        let free_cpus = Text::render(|w| write_cpus_of(w, inv.cpus(), Owner::FREE))?;
-        let guest_blocks = Text::render(|w| write_blocks_of(w, inv.blocks(), Owner(1)))?;
-        let table = Text::render(|w| write_cpu_table(w, inv.cpus()))?;
+        let guest_cpus = render(|w| write_cpus_of(w, inv.cpus(), Owner(1)))?;
+        let free_cpus = render(|w| write_cpus_of(w, inv.cpus(), Owner::FREE))?;
+        let guest_blocks = render(|w| write_blocks_of(w, inv.blocks(), Owner(1)))?;
+        let table = render(|w| write_cpu_table(w, inv.cpus()))?;
         let t_render = us_since(t);
 
         for list in [&guest_cpus, &free_cpus, &guest_blocks, &table] {
@@ -863,15 +853,17 @@ mod tests {
                 assert!(pieces.as_slice() == whole.0.as_slice());
             }
         }
-        let count =
-            |t: &Text| -> Result<u64> { Ok(idlist::parse(t.as_str()?, u32::MAX).count_ids()?) };
+        let count = |t: &Text| -> Result<u64> {
+            let text = t.as_str().map_err(|_| EINVAL)?;
+            Ok(idlist::parse(text, u32::MAX).count_ids()?)
+        };
         assert_eq!(count(&guest_cpus)?, mine as u64);
         assert_eq!(count(&free_cpus)?, free as u64);
         assert_eq!(count(&guest_blocks)?, u64::from(blocks.div_ceil(2)));
-        let lines = table.as_str()?.lines().count();
+        let table_text = table.as_str().map_err(|_| EINVAL)?;
+        let lines = table_text.lines().count();
         assert_eq!(lines, online);
-        let guest_lines = table
-            .as_str()?
+        let guest_lines = table_text
             .lines()
             .filter(|l| l.ends_with(" guest 1"))
             .count();
@@ -978,11 +970,7 @@ mod tests {
         assert_eq!(c.state, PRESENT | ONLINE);
         assert_eq!(c.node, 63);
         let mut copy = new_guest_copy()?;
-        let mut enc = SnapshotEncoder::new(1);
-        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
-        while let Some(n) = enc.next_part(&st.inventory, &mut buf)? {
-            copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
-        }
+        send_snapshot(&st.inventory, 1, &mut copy)?;
         assert!(copy.stored().cpus() == st.inventory.cpus());
         Ok(())
     }
@@ -1002,11 +990,7 @@ mod tests {
         let mut st = HostState::new(inv)?;
         let end = st.inventory.dims().blocks;
         let mut copy = new_guest_copy()?;
-        let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
-        let mut enc = SnapshotEncoder::new(1);
-        while let Some(n) = enc.next_part(&st.published, &mut buf)? {
-            copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
-        }
+        send_snapshot(&st.published, 1, &mut copy)?;
 
         st.blocks_changed(hole, 1, true, &[(hole, 3)])?;
         let b = *st.inventory.blocks().get(hole as usize).ok_or(EINVAL)?;
@@ -1029,10 +1013,7 @@ mod tests {
             );
         }
         assert!(matches!(st.publish()?, Publication::Snapshot));
-        let mut enc = SnapshotEncoder::new(1);
-        while let Some(n) = enc.next_part(&st.published, &mut buf)? {
-            copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
-        }
+        send_snapshot(&st.published, 1, &mut copy)?;
         assert!(copy.stored().blocks() == st.inventory.blocks());
         assert_eq!(copy.stored().dims(), st.inventory.dims());
         Ok(())

@@ -35,6 +35,26 @@ pub fn new_guest_copy() -> Result<KGuestCopy> {
     Ok(GuestCopy::new(new_inventory()?, new_inventory()?))
 }
 
+/// Text written with `write!` into a growing kernel vector: a long list whole, as its reader
+/// gets it piece by piece (the modules' KUnit suites render their sysfs lists into it).
+#[derive(Default)]
+pub struct Text(pub KVVec<u8>);
+
+impl core::fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| core::fmt::Error)
+    }
+}
+
+impl Text {
+    /// The text, if it is UTF-8 (what `write!` produces always is).
+    pub fn as_str(&self) -> core::result::Result<&str, core::str::Utf8Error> {
+        core::str::from_utf8(&self.0)
+    }
+}
+
 impl From<Error> for kernel::error::Error {
     fn from(e: Error) -> Self {
         // errno() is a small positive constant: negating cannot overflow.

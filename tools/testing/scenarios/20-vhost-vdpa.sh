@@ -11,11 +11,8 @@ load_host
 load_guest
 vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
 bind hwc0 vhost_vdpa
-chr=$(ls /sys/bus/vdpa/devices/hwc0/ | grep -E '^vhost-vdpa-[0-9]+$' | head -1)
-[ -n "$chr" ] || fail "no vhost-vdpa device under hwc0"
-udevadm settle 2>/dev/null || true
-[ -c "/dev/$chr" ] || mknod "/dev/$chr" c $(tr ':' ' ' <"/sys/bus/vdpa/devices/hwc0/$chr/dev")
-[ -c "/dev/$chr" ] || fail "/dev/$chr is not a character device"
+chr=$(vhost_chardev hwc0) || fail "$chr"
+chr=${chr#/dev/}
 note "bound to vhost_vdpa: /dev/$chr"
 # A VMM opens it and takes ownership (VHOST_SET_OWNER): vhost-vdpa binds the
 # device to the VMM's address space, and the host reports which process owns

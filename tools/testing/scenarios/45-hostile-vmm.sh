@@ -29,9 +29,6 @@ bind hwc1 virtio_vdpa
 in_sync
 vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add hwc0"
 bind hwc0 vhost_vdpa
-chr=$(ls /sys/bus/vdpa/devices/hwc0/ | grep -E '^vhost-vdpa-[0-9]+$' | head -1)
-[ -n "$chr" ] || fail "no vhost-vdpa device under hwc0"
-udevadm settle 2>/dev/null || true
-[ -c "/dev/$chr" ] || mknod "/dev/$chr" c $(tr ':' ' ' <"/sys/bus/vdpa/devices/hwc0/$chr/dev")
-"$VMM" "/dev/$chr" hwc0 hwc1 || fail "the hostile VMM's checks"
+chr=$(vhost_chardev hwc0) || fail "$chr"
+"$VMM" "$chr" hwc0 hwc1 || fail "the hostile VMM's checks"
 note "hwc0: $(cat $H/hwc0/bad_chains) queues stopped, $(cat $H/hwc0/messages_received) messages served, $(cat $H/hwc0/snapshots) snapshots; hwc1 at generation $(cat $G/generation) with the host"

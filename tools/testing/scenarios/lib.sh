@@ -80,6 +80,17 @@ bind() {
 	[ "$(bound_driver "$1")" = "$2" ] || fail "$1 is bound to '$(bound_driver "$1")', not $2"
 }
 
+# vhost_chardev DEV: the /dev/vhost-vdpa-N of DEV (bound to vhost_vdpa),
+# created if udev did not.
+vhost_chardev() {
+	local chr
+	chr=$(ls "/sys/bus/vdpa/devices/$1/" | grep -m1 -E '^vhost-vdpa-[0-9]+$') || fail "no vhost-vdpa device under $1"
+	udevadm settle 2>/dev/null || true
+	[ -c "/dev/$chr" ] || mknod "/dev/$chr" c $(tr ':' ' ' <"/sys/bus/vdpa/devices/$1/$chr/dev")
+	[ -c "/dev/$chr" ] || fail "/dev/$chr is not a character device"
+	echo "/dev/$chr"
+}
+
 # in_sync: waits up to 5 s until the guest's copy is at the host's generation.
 in_sync() {
 	for i in $(seq 50); do
