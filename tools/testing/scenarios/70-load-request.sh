@@ -53,7 +53,10 @@ grep -qE '^id [0-9]+ kind cpus amount [0-9]+ node [0-9]+ motive 1 projection dem
 # by a CPU, it takes 2 to 4, so this asserts 5 and reports the figure.
 asked=$(awk -v s0="$s0" '$1 > s0 && $7 == 1 {print $1; exit}' $G/samples_recent)
 [ -n "$asked" ] || fail "no proposal in: $(cat $G/samples_recent)"
-idle_busy=$(awk -v s0="$s0" '$1 <= s0 && $1 > s0 - 6 && $3 > m {m = $3} END {print m + 0}' $G/samples_recent)
+# The idle level: the median of the last idle samples, not their maximum, so
+# that one noisy sample of a busy machine does not hide the step.
+idle_busy=$(awk -v s0="$s0" '$1 <= s0 && $1 > s0 - 6 {print $3}' $G/samples_recent | sort -n |
+	awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : 0}')
 step=$(awk -v a="$asked" -v t="$((idle_busy + 1000))" '$1 <= a {n[NR] = $1; b[NR] = $3; last = NR}
 	END {s = ""; for (i = last; i >= 1 && b[i] >= t; i--) s = n[i]; print s}' $G/samples_recent)
 [ -n "$step" ] || fail "the request came without a sustained step: $(cat $G/samples_recent)"
