@@ -19,12 +19,16 @@
 //! in this kernel.
 
 use std::fs::{self, File};
-use std::os::fd::FromRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use std::{io, process};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{pipe, ForkResult};
 use vhost::vdpa::VhostVdpa;
 use vhost::vhost_kern::vdpa::VhostKernVdpa;
 use vhost::vhost_kern::VhostKernFeatures;
@@ -174,13 +178,7 @@ struct Vmm {
 }
 
 fn memfd() -> io::Result<File> {
-    // SAFETY: A valid, NUL-terminated name; the fd returned is ours.
-    let fd = unsafe { libc::memfd_create(c"hostile-vmm".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd) };
+    let file = File::from(memfd_create(c"hostile-vmm", MFdFlags::MFD_CLOEXEC)?);
     file.set_len(MEM as u64)?;
     Ok(file)
 }
@@ -621,88 +619,83 @@ fn features_never_offered(p: &Paths) -> Outcome {
     Ok(())
 }
 
+/// `fork(2)`: this program runs no other thread, so the child may do anything.
+fn fork() -> Result<ForkResult, Failure> {
+    // SAFETY: The process is single-threaded (the tests run one after the other, and neither
+    // the vhost crate nor this program starts threads), so the child's memory is consistent.
+    unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))
+}
+
+/// The grandchild of [`owner_exits`]: holds the device open; once its owner (the parent) is
+/// gone, makes a request available (the memory is shared: the ring is the owner's too) and
+/// kicks, waits for the device's pass to find the owner gone, and exits.
+fn hold_and_kick(p: &Paths, vmm: &Vmm) -> i32 {
+    let owner = std::os::unix::process::parent_id();
+    let end = Instant::now() + TIMEOUT;
+    while std::os::unix::process::parent_id() == owner && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let m = request(6);
+    vmm.put(BUF, &m);
+    vmm.desc(DESC, 0, BUF, m.len() as u32, 0, 0);
+    vmm.put16(AVAIL + 4, 0);
+    vmm.put16(AVAIL + 2, 1);
+    // The device's pass for this kick must find the owner gone, not be cut short by the reset
+    // that closing the device brings.
+    let skipped = p.counter("ownerless_passes");
+    let _ = vmm.kicks[REQUESTQ].write(1);
+    let _ = wait("a pass without the owner", || {
+        p.counter("ownerless_passes") > skipped
+    });
+    0
+}
+
 /// A VMM that sets the device up and exits while another process keeps the device open and
 /// kicks it: the rings are in an address space that is gone, and must not be processed in any
 /// other (no chain taken, none even tried).
 fn owner_exits(p: &Paths) -> Outcome {
     let (got, bad) = (p.counter("messages_received"), p.counter("bad_chains"));
     let skipped = p.counter("ownerless_passes");
-    let mut pipe = [0; 2];
-    // SAFETY: `pipe` has room for the two descriptors.
-    if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
-        return fail(format!("pipe: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: The child only sets the device up and forks; it ends with `_exit`.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return fail(format!("fork: {}", io::Error::last_os_error()));
-    }
-    if child == 0 {
-        // SAFETY: Our copy of the read end.
-        unsafe { libc::close(pipe[0]) };
-        let code = match Vmm::open(p, Setup::default()) {
-            Ok(vmm) => {
-                let owner = std::process::id() as i32;
-                // SAFETY: The grandchild waits, writes a request, kicks and ends with `_exit`.
-                let grandchild = unsafe { libc::fork() };
-                if grandchild < 0 {
-                    // SAFETY: Ending the child.
-                    unsafe { libc::_exit(1) };
+    let (done_r, done_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let child = match fork()? {
+        ForkResult::Parent { child } => child,
+        ForkResult::Child => {
+            drop(done_r);
+            // The child is the VMM: it sets the device up, leaves it open in a process of its
+            // own (which also holds `done_w`), and exits.
+            let code = match Vmm::open(p, Setup::default()) {
+                Ok(vmm) => match fork() {
+                    Ok(ForkResult::Child) => hold_and_kick(p, &vmm),
+                    Ok(ForkResult::Parent { .. }) => 0,
+                    Err(_) => 1,
+                },
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
                 }
-                if grandchild == 0 {
-                    // The device stays open here; once its owner is gone, make a request
-                    // available (the memory is shared: the ring is the owner's too) and kick.
-                    let end = Instant::now() + TIMEOUT;
-                    // SAFETY: No arguments.
-                    while unsafe { libc::getppid() } == owner && Instant::now() < end {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    let m = request(6);
-                    vmm.put(BUF, &m);
-                    vmm.desc(DESC, 0, BUF, m.len() as u32, 0, 0);
-                    vmm.put16(AVAIL + 4, 0);
-                    vmm.put16(AVAIL + 2, 1);
-                    // The device's pass for this kick must find the owner gone (and not be
-                    // cut short by the reset that closing the device brings).
-                    let skipped = p.counter("ownerless_passes");
-                    let _ = vmm.kicks[REQUESTQ].write(1);
-                    let _ = wait("a pass without the owner", || {
-                        p.counter("ownerless_passes") > skipped
-                    });
-                    // Closing the device (and the pipe) on exit resets it: its work is done.
-                    // SAFETY: Ending the grandchild.
-                    unsafe { libc::_exit(0) };
-                }
-                std::mem::forget(vmm);
-                0
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                1
-            }
-        };
-        // SAFETY: Ending the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    // SAFETY: Our copy of the write end: the grandchild's closes when it exits.
-    unsafe { libc::close(pipe[1]) };
-    let mut status = 0;
-    // SAFETY: Waiting for our own child.
-    unsafe { libc::waitpid(child, &mut status, 0) };
-    // The grandchild has exited, and the device was closed and reset, when the pipe ends.
-    let mut fd = libc::pollfd {
-        fd: pipe[0],
-        events: libc::POLLIN,
-        revents: 0,
+            };
+            // Exits without running destructors: the device stays open in the grandchild.
+            process::exit(code);
+        }
     };
-    // SAFETY: One valid pollfd.
-    let ready = unsafe { libc::poll(&mut fd, 1, TIMEOUT.as_millis() as i32) };
-    // SAFETY: Our read end.
-    unsafe { libc::close(pipe[0]) };
-    if status != 0 {
-        return fail("the exiting VMM could not set the device up");
+    // Our copy of the write end goes: the pipe ends when the grandchild has exited, which
+    // closes the device and resets it.
+    drop(done_w);
+    let status = waitpid(child, None).map_err(|e| format!("waitpid: {e}"))?;
+    let mut fds = [PollFd::new(done_r.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(
+        &mut fds,
+        PollTimeout::try_from(TIMEOUT).unwrap_or(PollTimeout::MAX),
+    );
+    let hung_up = fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLHUP));
+    if status != WaitStatus::Exited(child, 0) {
+        return fail(format!(
+            "the exiting VMM could not set the device up: {status:?}"
+        ));
     }
-    if ready != 1 || fd.revents & libc::POLLHUP == 0 {
+    if ready != Ok(1) || !hung_up {
         return fail("the process holding the device did not finish");
     }
     let (now, now_bad) = (p.counter("messages_received"), p.counter("bad_chains"));
