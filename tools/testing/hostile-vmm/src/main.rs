@@ -702,7 +702,10 @@ fn owner_exits(p: &Paths) -> Outcome {
     if p.counter("ownerless_passes") == skipped {
         return fail("no pass of the device found its owner gone");
     }
-    if now != got || now_bad != bad {
+    // A pass may still reach the rings while the owner is exiting and its address space not
+    // yet released (it is still the owner's: the chain then fails to read, a stopped queue).
+    // What must never happen is a message taken after the owner is gone.
+    if now != got {
         return fail(format!(
             "rings of an exited VMM were processed: {} taken, {} refused",
             now - got,
