@@ -2,7 +2,10 @@
 
 //! Why a message or a request was rejected.
 
-/// Every way the core rejects input. Each maps to an errno for the kernel edge.
+/// Every way the core rejects input.
+///
+/// The kernel edge (`in_kernel.rs`) maps each to one of the kernel's own error codes; the
+/// core itself names no errno, whose values differ between architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
     /// The bytes ended before the structure did.
@@ -43,26 +46,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The positive errno value the kernel modules report for this error.
-    pub const fn errno(self) -> i32 {
-        match self {
-            Error::NoSpace => 28,                                     // ENOSPC
-            Error::NoMemory => 12,                                    // ENOMEM
-            Error::TooLarge => 7,                                     // E2BIG
-            Error::Gap => 116,                                        // ESTALE
-            Error::Stale => 116,                                      // ESTALE
-            Error::Range => 34,                                       // ERANGE
-            Error::Truncated | Error::Trailing | Error::Length => 74, // EBADMSG
-            Error::Version | Error::MessageType => 71,                // EPROTO
-            Error::Reserved
-            | Error::RunKind
-            | Error::State
-            | Error::Coverage
-            | Error::Sequence
-            | Error::Request => 22, // EINVAL
-        }
-    }
-
     /// A short name for logs and counters.
     pub const fn name(self) -> &'static str {
         match self {

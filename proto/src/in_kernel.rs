@@ -57,7 +57,21 @@ impl Text {
 
 impl From<Error> for kernel::error::Error {
     fn from(e: Error) -> Self {
-        // errno() is a small positive constant: negating cannot overflow.
-        kernel::error::Error::from_errno(0i32.saturating_sub(e.errno()))
+        use kernel::error::code;
+        match e {
+            Error::NoSpace => code::ENOSPC,
+            Error::NoMemory => code::ENOMEM,
+            Error::TooLarge => code::E2BIG,
+            Error::Gap | Error::Stale => code::ESTALE,
+            Error::Range => code::ERANGE,
+            Error::Truncated | Error::Trailing | Error::Length => code::EBADMSG,
+            Error::Version | Error::MessageType => code::EPROTO,
+            Error::Reserved
+            | Error::RunKind
+            | Error::State
+            | Error::Coverage
+            | Error::Sequence
+            | Error::Request => code::EINVAL,
+        }
     }
 }

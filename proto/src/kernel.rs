@@ -3,8 +3,8 @@
 //! The protocol core as the kernel modules compile it.
 //!
 //! `lib.rs` is the root of the native crate; the modules include this file
-//! instead (`#[path = "../proto/src/kernel.rs"] pub mod proto;`), which lists
-//! the same modules plus the kernel's table storage.
+//! instead (`#[path = "../proto/src/kernel.rs"] pub mod proto;`), which includes
+//! the same module list (`modules.rs`) plus the kernel's table storage.
 
 #![deny(
     clippy::unwrap_used,
@@ -14,17 +14,7 @@
     clippy::arithmetic_side_effects
 )]
 
-pub mod admission;
-pub mod delta;
-pub mod device;
-pub mod diff;
-pub mod error;
-pub mod guest;
-pub mod idlist;
+include!("modules.rs");
+
+/// Table storage and errors as the kernel has them.
 pub mod in_kernel;
-pub mod inventory;
-pub mod message;
-pub mod placement;
-pub mod projection;
-pub mod run;
-pub mod wire;

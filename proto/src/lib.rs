@@ -25,16 +25,4 @@
     clippy::arithmetic_side_effects
 )]
 
-pub mod admission;
-pub mod delta;
-pub mod device;
-pub mod diff;
-pub mod error;
-pub mod guest;
-pub mod idlist;
-pub mod inventory;
-pub mod message;
-pub mod placement;
-pub mod projection;
-pub mod run;
-pub mod wire;
+include!("modules.rs");
