@@ -143,6 +143,23 @@ fn get_set_and_errors() {
     );
     assert_eq!(ctl(&r.0, &["frobnicate"]).status.code(), Some(2));
     assert_eq!(ctl(&r.0, &["request", "disks", "1"]).status.code(), Some(2));
+    // The node is an option; a bare trailing word is a usage error, and so
+    // is a watch that would never sleep.
+    assert_eq!(
+        ctl(&r.0, &["request", "cpus", "1", "node", "1"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        ctl(&r.0, &["watch", "--interval", "0"]).status.code(),
+        Some(2)
+    );
+    let help = ctl(&r.0, &["--help"]);
+    assert!(help.status.success(), "{help:?}");
+    for sub in ["status", "request", "watch", "set"] {
+        assert!(stdout(&help).contains(sub), "{sub} missing from the help");
+    }
 }
 
 #[test]
@@ -195,7 +212,7 @@ fn request_waits_for_the_answer() {
             sleep(Duration::from_millis(5));
         }
     });
-    let o = ctl(&r.0, &["--json", "request", "cpus", "2", "node", "1"]);
+    let o = ctl(&r.0, &["--json", "request", "cpus", "2", "--node", "1"]);
     assert!(responder.join().unwrap(), "the request was never written");
     // Denied: the answer is printed and the exit status says so.
     assert_eq!(o.status.code(), Some(1), "{o:?}");

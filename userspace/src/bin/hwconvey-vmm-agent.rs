@@ -15,76 +15,54 @@ use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::Duration;
 
+use clap::{ArgGroup, Parser};
 use hwconvey_tools::agent::{self, Agent, DEFAULT_MEMORY_ROOT};
 use hwconvey_tools::qmp::Qmp;
 use hwconvey_tools::tree::{Tree, DEFAULT_ROOT};
 
-const USAGE: &str = "\
-usage: hwconvey-vmm-agent --qmp SOCKET (--device NAME | --vmm-pid PID) [options]
-
-  --qmp SOCKET        QEMU's QMP socket (-qmp unix:SOCKET,server=on,wait=off)
-  --device NAME       the VM's hwconvey vDPA device (vdpa dev add name NAME ...)
-  --vmm-pid PID       or: the device QEMU process PID owns (host/*/owner_pid)
-  --root DIR          hwconvey sysfs root (default /sys/kernel/hwconvey)
-  --memory-root DIR   host memory blocks (default /sys/devices/system/memory)
-  --interval MS       time between passes (default 500)
-  --no-pin            do not pin vCPU threads to the allocated host CPUs
-  --once              run passes until nothing is left to do, then exit
-  --dry-run           print what one pass would do, change nothing";
-
+/// Gives a QEMU VM what the hwconvey host module allocated to it: hot-adds
+/// or unplugs vCPUs and RAM, and pins vCPU threads, to match the device's
+/// allocation.
+#[derive(Parser)]
+#[command(name = "hwconvey-vmm-agent", version)]
+#[command(group(ArgGroup::new("which").required(true).args(["device", "vmm_pid"])))]
 struct Opts {
+    /// QEMU's QMP socket (-qmp unix:SOCKET,server=on,wait=off).
+    #[arg(long, value_name = "SOCKET")]
     qmp: PathBuf,
+    /// The VM's hwconvey vDPA device (vdpa dev add name NAME ...).
+    #[arg(long, value_name = "NAME", value_parser = device_name)]
     device: Option<String>,
+    /// Or: the device the QEMU process PID owns (host/*/owner_pid).
+    #[arg(long, value_name = "PID")]
     vmm_pid: Option<u32>,
+    /// hwconvey's sysfs root.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_ROOT)]
     root: PathBuf,
+    /// The host's memory blocks.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MEMORY_ROOT)]
     memory_root: PathBuf,
-    interval: Duration,
+    /// Milliseconds between passes (at least 10).
+    #[arg(long, value_name = "MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    interval: u64,
+    /// Do not pin vCPU threads to the allocated host CPUs.
+    #[arg(long = "no-pin", action = clap::ArgAction::SetFalse)]
     pin: bool,
+    /// Run passes until nothing is left to do, then exit.
+    #[arg(long)]
     once: bool,
+    /// Print what one pass would do, change nothing.
+    #[arg(long)]
     dry_run: bool,
 }
 
-fn parse() -> Result<Opts, String> {
-    let mut qmp = None;
-    let mut o = Opts {
-        qmp: PathBuf::new(),
-        device: None,
-        vmm_pid: None,
-        root: DEFAULT_ROOT.into(),
-        memory_root: DEFAULT_MEMORY_ROOT.into(),
-        interval: Duration::from_millis(500),
-        pin: true,
-        once: false,
-        dry_run: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut val = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--qmp" => qmp = Some(PathBuf::from(val()?)),
-            "--device" => o.device = Some(val()?),
-            "--vmm-pid" => o.vmm_pid = Some(val()?.parse().map_err(|_| "--vmm-pid needs a pid")?),
-            "--root" => o.root = val()?.into(),
-            "--memory-root" => o.memory_root = val()?.into(),
-            "--interval" => {
-                let ms: u64 = val()?
-                    .parse()
-                    .map_err(|_| "--interval needs milliseconds")?;
-                o.interval = Duration::from_millis(ms.max(10));
-            }
-            "--no-pin" => o.pin = false,
-            "--once" => o.once = true,
-            "--dry-run" => o.dry_run = true,
-            _ => return Err(format!("unknown argument {a:?}")),
-        }
-    }
-    o.qmp = qmp.ok_or("--qmp is required")?;
-    match (&o.device, o.vmm_pid) {
-        (Some(d), None) if d.is_empty() || d.contains('/') || d.starts_with('.') => {
-            Err(format!("{d:?} is not a device name"))
-        }
-        (Some(_), None) | (None, Some(_)) => Ok(o),
-        _ => Err("give one of --device and --vmm-pid".into()),
+/// A device name is one sysfs directory entry: no path in it.
+fn device_name(d: &str) -> Result<String, String> {
+    if d.is_empty() || d.contains('/') || d.starts_with('.') {
+        Err(format!("{d:?} is not a device name"))
+    } else {
+        Ok(d.to_owned())
     }
 }
 
@@ -93,13 +71,8 @@ fn parse() -> Result<Opts, String> {
 const MAX_ONCE_PASSES: usize = 4;
 
 fn main() -> ExitCode {
-    let o = match parse() {
-        Ok(o) => o,
-        Err(m) => {
-            eprintln!("hwconvey-vmm-agent: {m}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let o = Opts::parse();
+    let interval = Duration::from_millis(o.interval);
     let qmp = match Qmp::connect(&o.qmp) {
         Ok(q) => q,
         Err(e) => {
@@ -117,7 +90,7 @@ fn main() -> ExitCode {
             loop {
                 match agent::device_of(&tree, pid) {
                     Ok(Some(d)) => break d,
-                    Ok(None) if !o.once && !o.dry_run => sleep(o.interval),
+                    Ok(None) if !o.once && !o.dry_run => sleep(interval),
                     Ok(None) => {
                         eprintln!(
                             "hwconvey-vmm-agent: no hwconvey device is owned by process {pid}"
@@ -176,7 +149,7 @@ fn main() -> ExitCode {
         sleep(if o.once {
             Duration::from_millis(50)
         } else {
-            o.interval
+            interval
         });
     }
 }

@@ -6,69 +6,84 @@ use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand, ValueEnum};
 use hwconvey_tools::show;
 use hwconvey_tools::text;
 use hwconvey_tools::tree::{describe, Side, Tree, DEFAULT_ROOT};
 use hwconvey_tools::watch;
 use serde_json::{json, Value};
 
-const USAGE: &str = "\
-usage: hwconveyctl [--root DIR] [--json] COMMAND
+/// Read and set hwconvey's knobs, print its state, watch it.
+///
+/// PATH is relative to the root. Exit status: 0 done, 1 failed (the errno is
+/// printed), 2 usage.
+#[derive(Parser)]
+#[command(name = "hwconveyctl", version)]
+struct Cli {
+    /// hwconvey's sysfs root.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_ROOT, global = true)]
+    root: String,
+    /// JSON output (JSON lines for watch).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-commands:
-  status                    both sides, whichever modules are loaded
-  host                      the host's inventory, policy and counters
-  guests                    one row per guest device on the host
-  guest                     the guest driver's copy, projection and counters
-  get PATH                  one attribute, e.g. host/initial_cpus
-  set PATH VALUE            write one attribute, e.g. host/hwc0/quota_cpus 4
-  request KIND N [node ID]  (guest) ask the host for cpus or memory (MiB),
-                            wait for the answer; exit 1 unless granted
-  watch [--interval MS] [--count N]
-                            print changes as they happen (JSON lines with --json)
+#[derive(Subcommand)]
+enum Command {
+    /// Both sides, whichever modules are loaded (the default).
+    Status,
+    /// The host's inventory, policy and counters.
+    Host,
+    /// One row per guest device on the host.
+    Guests,
+    /// The guest driver's copy, projection and counters.
+    Guest,
+    /// One attribute, e.g. host/initial_cpus.
+    Get { path: String },
+    /// Write one attribute, e.g. host/hwc0/quota_cpus 4.
+    Set { path: String, value: String },
+    /// (guest) Ask the host for CPUs or memory (MiB) and wait for the answer;
+    /// exit 1 unless granted.
+    Request {
+        kind: Kind,
+        amount: u64,
+        /// The NUMA node the guest would like them on.
+        #[arg(long, value_name = "ID")]
+        node: Option<u16>,
+    },
+    /// Print changes as they happen.
+    Watch {
+        /// Milliseconds between samples.
+        #[arg(long, value_name = "MS", default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        interval: u64,
+        /// Stop after this many changes.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+}
 
-PATH is relative to the root (default /sys/kernel/hwconvey).
-Exit status: 0 done, 1 failed (the errno is printed), 2 usage.";
+/// What a request asks for, as the guest's `request` file names it.
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Cpus,
+    Memory,
+}
 
 struct Opts {
     tree: Tree,
     json: bool,
-    args: Vec<String>,
 }
 
-fn parse_opts() -> Result<Opts, String> {
-    let mut root = DEFAULT_ROOT.to_owned();
-    let mut json = false;
-    let mut args = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--root" => root = it.next().ok_or("--root needs a directory")?,
-            "--json" => json = true,
-            "-h" | "--help" => return Err(String::new()),
-            _ => args.push(a),
-        }
-    }
-    Ok(Opts {
-        tree: Tree::new(root),
-        json,
-        args,
-    })
-}
-
-enum Failure {
-    Usage(String),
-    Failed(String),
-}
+/// Why a command failed: printed, and the exit status is 1.
+struct Failure(String);
 
 type CmdResult = Result<(), Failure>;
 
 fn failed(m: impl Into<String>) -> Failure {
-    Failure::Failed(m.into())
-}
-
-fn usage(m: impl Into<String>) -> Failure {
-    Failure::Usage(m.into())
+    Failure(m.into())
 }
 
 fn print_json(v: &Value) {
@@ -164,25 +179,14 @@ fn cmd_set(o: &Opts, path: &str, value: &str) -> CmdResult {
 
 /// Sends a manual request through the guest's `request` file and waits for
 /// the answer (`responses` grows).
-fn cmd_request(o: &Opts, args: &[String]) -> CmdResult {
-    let (kind, amount, node) = match args {
-        [k, n] => (k, n, None),
-        [k, n, node_kw, id] if node_kw == "node" => (k, n, Some(id)),
-        _ => return Err(usage("request KIND N [node ID]")),
+fn cmd_request(o: &Opts, kind: Kind, amount: u64, node: Option<u16>) -> CmdResult {
+    let kind = match kind {
+        Kind::Cpus => "cpus",
+        Kind::Memory => "memory",
     };
-    if kind != "cpus" && kind != "memory" {
-        return Err(usage(format!(
-            "request: KIND is cpus or memory, not {kind:?}"
-        )));
-    }
-    let number = |s: &str| {
-        s.parse::<u64>()
-            .map_err(|_| usage(format!("request: {s:?} is not a number")))
-    };
-    let amount = number(amount)?;
     let mut line = format!("{kind} {amount}");
     if let Some(id) = node {
-        line.push_str(&format!(" node {}", number(id)?));
+        line.push_str(&format!(" node {id}"));
     }
     need(&o.tree, Side::Guest)?;
     let responses = || {
@@ -217,22 +221,8 @@ fn cmd_request(o: &Opts, args: &[String]) -> CmdResult {
     }
 }
 
-fn cmd_watch(o: &Opts, args: &[String]) -> CmdResult {
-    let mut interval = Duration::from_millis(100);
-    let mut count: Option<u64> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |what: &str| -> Result<u64, Failure> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| usage(format!("watch: {what} needs a number")))
-        };
-        match a.as_str() {
-            "--interval" => interval = Duration::from_millis(value("--interval")?.max(1)),
-            "--count" => count = Some(value("--count")?),
-            other => return Err(usage(format!("watch: unknown argument {other:?}"))),
-        }
-    }
+fn cmd_watch(o: &Opts, interval: u64, count: Option<u64>) -> CmdResult {
+    let interval = Duration::from_millis(interval);
     if !o.tree.has(Side::Host) && !o.tree.has(Side::Guest) {
         return Err(failed(format!(
             "{}: neither hwconvey module is loaded",
@@ -271,39 +261,28 @@ fn cmd_watch(o: &Opts, args: &[String]) -> CmdResult {
     }
 }
 
-fn run(o: &Opts) -> CmdResult {
-    let args: Vec<&str> = o.args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        [] | ["status"] => cmd_status(o),
-        ["host"] => cmd_side(o, Side::Host),
-        ["guest"] => cmd_side(o, Side::Guest),
-        ["guests"] => cmd_guests(o),
-        ["get", path] => cmd_get(o, path),
-        ["set", path, value] => cmd_set(o, path, value),
-        ["request", ..] => cmd_request(o, &o.args[1..]),
-        ["watch", ..] => cmd_watch(o, &o.args[1..]),
-        _ => Err(usage(format!("unknown command: {}", o.args.join(" ")))),
+fn run(o: &Opts, command: Command) -> CmdResult {
+    match command {
+        Command::Status => cmd_status(o),
+        Command::Host => cmd_side(o, Side::Host),
+        Command::Guest => cmd_side(o, Side::Guest),
+        Command::Guests => cmd_guests(o),
+        Command::Get { path } => cmd_get(o, &path),
+        Command::Set { path, value } => cmd_set(o, &path, &value),
+        Command::Request { kind, amount, node } => cmd_request(o, kind, amount, node),
+        Command::Watch { interval, count } => cmd_watch(o, interval, count),
     }
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_opts() {
-        Ok(o) => o,
-        Err(m) => {
-            if !m.is_empty() {
-                eprintln!("hwconveyctl: {m}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let cli = Cli::parse();
+    let opts = Opts {
+        tree: Tree::new(cli.root),
+        json: cli.json,
     };
-    match run(&opts) {
+    match run(&opts, cli.command.unwrap_or(Command::Status)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(m)) => {
-            eprintln!("hwconveyctl: {m}\n{USAGE}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Failed(m)) => {
+        Err(Failure(m)) => {
             eprintln!("hwconveyctl: {m}");
             ExitCode::from(1)
         }
