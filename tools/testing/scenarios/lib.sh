@@ -11,7 +11,7 @@ H=/sys/kernel/hwconvey/host
 
 fail() { echo "FAIL: $*"; exit 1; }
 # skip: the scenario's premise does not hold on this kernel; says why.
-skip() { echo "SKIP: $*"; exit 77; }
+skip() { echo "SKIP: $*"; exit 4; } # kselftest's KSFT_SKIP
 # debug_kernel: true on the debug variant (HWC_KCONFIG=debug: KASAN,
 # kmemleak, lockdep), which runs several times slower.
 debug_kernel() { [ -e /sys/kernel/debug/kmemleak ]; }

@@ -2,10 +2,12 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Runs inside the test VM (through vm-run): every scenario in
-# tools/testing/scenarios, in order, each in its own shell. Prints a TAP
-# line per scenario with its output as comments, and a closing
-# "scenarios: N passed, N failed, N skipped" line. A scenario that exits
-# with 77 was skipped (its premise does not hold on this kernel).
+# tools/testing/scenarios, in order, each in its own shell. Prints TAP as
+# kselftest does (version, plan, a line per scenario with its output as
+# comments, the totals), then a closing "scenarios: N passed, N failed,
+# N skipped" line. A scenario that exits with kselftest's KSFT_SKIP (4) after
+# lib.sh's skip() printed its reason was skipped (its premise does not hold
+# on this kernel); any other exit status but 0 failed.
 set -u
 cd "$HWC_ROOT"
 export HWC_ROOT
@@ -13,7 +15,11 @@ passed=0
 failed=0
 skipped=0
 n=0
-for s in tools/testing/scenarios/[0-9]*.sh; do
+ksft_skip=4
+scenarios=(tools/testing/scenarios/[0-9]*.sh)
+echo "TAP version 13"
+echo "1..${#scenarios[@]}"
+for s in "${scenarios[@]}"; do
 	n=$((n + 1))
 	name=$(basename "$s" .sh)
 	# A scenario may ask for more time than 300 s ("# timeout: N" in its header).
@@ -34,7 +40,7 @@ for s in tools/testing/scenarios/[0-9]*.sh; do
 	if [ $rc = 0 ]; then
 		echo "ok $n $name"
 		passed=$((passed + 1))
-	elif [ $rc = 77 ]; then
+	elif [ $rc = $ksft_skip ] && printf '%s\n' "$out" | grep -q '^SKIP: '; then
 		echo "ok $n $name # SKIP $(printf '%s\n' "$out" | sed -n 's/^SKIP: //p' | head -1)"
 		skipped=$((skipped + 1))
 	else
@@ -43,5 +49,6 @@ for s in tools/testing/scenarios/[0-9]*.sh; do
 	fi
 	printf '%s\n' "$out" | sed 's/^/    # /'
 done
+echo "# Totals: pass:$passed fail:$failed xfail:0 xpass:0 skip:$skipped error:0"
 echo "scenarios: $passed passed, $failed failed, $skipped skipped"
 [ $failed = 0 ]
