@@ -85,7 +85,7 @@ mod tests {
     use super::proto::error::Error;
     use super::proto::guest::Update;
     use super::proto::in_kernel::{new_guest_copy, new_inventory, Text};
-    use super::proto::inventory::{Allocation, Dims, Owner, ONLINE, PRESENT};
+    use super::proto::inventory::{Allocation, Dims, NodeId, Owner, ONLINE, PRESENT};
     use super::proto::message::{DeltaWriter, SnapshotEncoder, MAX_MSG_SIZE};
     use super::proto::projection::{Params, Projector, Proposal, Sample};
     use super::proto::run::Run;
@@ -130,11 +130,11 @@ mod tests {
         })?;
         for id in 0..8 {
             if let Some(c) = host.cpu_mut(id) {
-                c.node = 0;
+                c.node = NodeId::new(0);
                 c.state = PRESENT | ONLINE;
             }
             if let Some(b) = host.block_mut(id) {
-                b.node = 0;
+                b.node = NodeId::new(0);
                 b.state = PRESENT | ONLINE;
             }
         }
@@ -153,7 +153,7 @@ mod tests {
         let run = Run::Cpu {
             first: 2,
             count: 2,
-            node: 0,
+            node: NodeId::new(0),
             state: PRESENT | ONLINE,
             owner: Owner(3),
         };

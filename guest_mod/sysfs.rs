@@ -4,8 +4,8 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
-use crate::proto::inventory::{Cpu, Owner};
-use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL, NODE_ANY};
+use crate::proto::inventory::{Cpu, NodeId, Owner};
+use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL};
 use crate::sampler::KNOBS;
 use crate::virtio_driver::{bench_roundtrip, send_request, Guest, RoundTrips};
 use core::fmt::Write;
@@ -129,8 +129,9 @@ fn show_request(k: &Knobs, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-/// Parses `cpus N [node X]`, `memory MIB [node X]` or `snapshot`.
-fn parse_request(text: &str) -> Result<(RequestKind, u32, u16)> {
+/// Parses `cpus N [node X]`, `memory MIB [node X]` or `snapshot`; without a node, any node
+/// will do (`None`).
+fn parse_request(text: &str) -> Result<(RequestKind, u32, Option<NodeId>)> {
     let mut words = text.split_ascii_whitespace();
     let kind = match words.next() {
         Some("cpus") => RequestKind::Cpus,
@@ -138,7 +139,7 @@ fn parse_request(text: &str) -> Result<(RequestKind, u32, u16)> {
         Some("snapshot") => {
             return words
                 .next()
-                .map_or(Ok((RequestKind::Snapshot, 0, NODE_ANY)), |_| Err(EINVAL))
+                .map_or(Ok((RequestKind::Snapshot, 0, None)), |_| Err(EINVAL))
         }
         _ => return Err(EINVAL),
     };
@@ -147,12 +148,9 @@ fn parse_request(text: &str) -> Result<(RequestKind, u32, u16)> {
         return Err(EINVAL);
     }
     let node = match (words.next(), words.next()) {
-        (None, _) => NODE_ANY,
-        (Some("node"), Some(n)) => n
-            .parse::<u16>()
-            .ok()
-            .filter(|&n| n != NODE_ANY)
-            .ok_or(EINVAL)?,
+        (None, _) => None,
+        // 65535 parses but is no node id: refused, as any other number out of range.
+        (Some("node"), Some(n)) => Some(n.parse::<u16>().ok().and_then(NodeId::new).ok_or(EINVAL)?),
         _ => return Err(EINVAL),
     };
     if words.next().is_some() {
@@ -368,7 +366,7 @@ fn show_inventory(_: &Knobs, page: &mut Page<'_>) -> Result {
     })
 }
 
-/// One line per online CPU of the stored copy: "cpu <id> node <n> <free|mine|guest <g>|host>".
+/// One line per online CPU of the stored copy: "cpu <id> node <n|-> <free|mine|guest <g>|host>".
 fn show_cpus(_: &Knobs, w: &mut Window<'_>) -> Result {
     let vqs = current()?;
     // A copy, taken under the lock that applying the host's updates needs: the rendering, at
@@ -385,18 +383,19 @@ fn show_cpus(_: &Knobs, w: &mut Window<'_>) -> Result {
     write_cpu_table(w, &cpus, me)
 }
 
-/// One line per online CPU of `cpus`: "cpu <id> node <n> <free|mine|guest <g>|host>", where
+/// One line per online CPU of `cpus`: "cpu <id> node <n|-> <free|mine|guest <g>|host>", where
 /// `me` is this guest.
 pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Result {
     for (i, c) in cpus.iter().enumerate().filter(|(_, c)| c.online()) {
+        let node = NodeId::display(c.node);
         if c.owner == me {
-            writeln!(w, "cpu {i} node {} mine", c.node)?;
+            writeln!(w, "cpu {i} node {node} mine")?;
         } else if c.owner == Owner::FREE {
-            writeln!(w, "cpu {i} node {} free", c.node)?;
+            writeln!(w, "cpu {i} node {node} free")?;
         } else if c.owner == Owner::HOST {
-            writeln!(w, "cpu {i} node {} host", c.node)?;
+            writeln!(w, "cpu {i} node {node} host")?;
         } else {
-            writeln!(w, "cpu {i} node {} guest {}", c.node, c.owner.0)?;
+            writeln!(w, "cpu {i} node {node} guest {}", c.owner.0)?;
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use crate::proto::{
     in_kernel::{new_guest_copy, KGuestCopy},
     message::{
         encode_ack, encode_request, Motive, Request, RequestKind, Response, Status, HEADER_SIZE,
-        MAX_MSG_SIZE, MOTIVE_MANUAL, MOTIVE_RESYNC, NODE_ANY,
+        MAX_MSG_SIZE, MOTIVE_MANUAL, MOTIVE_RESYNC,
     },
 };
 use crate::sampler::{SampleTimer, Sampler, SAMPLE};
@@ -177,7 +177,7 @@ impl Guest {
         let req = Request {
             id: self.next_request.fetch_add(1, Ordering::Relaxed),
             kind,
-            node: NODE_ANY,
+            node: None,
             amount,
             motive,
         };
@@ -363,7 +363,7 @@ impl virtqueue::Handler for Guest {
             let req = Request {
                 id: guest.next_request.fetch_add(1, Ordering::Relaxed),
                 kind: RequestKind::Snapshot,
-                node: NODE_ANY,
+                node: None,
                 amount: 0,
                 motive: Motive {
                     source: MOTIVE_RESYNC,
@@ -443,7 +443,7 @@ pub(crate) fn bench_roundtrip(
             } else {
                 RequestKind::ReleaseCpus
             },
-            node: NODE_ANY,
+            node: None,
             amount: 1,
             motive: Motive {
                 source: MOTIVE_MANUAL,

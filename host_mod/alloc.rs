@@ -12,14 +12,13 @@ use crate::proto::{
     delta::write_delta,
     error::Error as ProtoError,
     in_kernel::{new_inventory, KInventory},
-    inventory::{MemBlock, Owner, MAX_BLOCKS, NODE_CPUS, NO_NODE, ONLINE, PRESENT},
+    inventory::{MemBlock, NodeId, Owner, MAX_BLOCKS, NODE_CPUS, ONLINE, PRESENT},
     message::{
         encode_response, DeltaWriter, Reason, Request, RequestKind, Response, Status, MAX_MSG_SIZE,
-        NODE_ANY,
     },
 };
 use crate::scan::Placement;
-use kernel::{numa::NodeId, prelude::*};
+use kernel::{numa, prelude::*};
 
 /// What the host does with guests, set through sysfs.
 #[derive(Clone, Copy)]
@@ -75,24 +74,24 @@ pub(crate) struct Guest {
 }
 
 /// CPUs and memory blocks a guest lost with no replacement, and the node of the first of each
-/// it lost, where a restoration looks first.
+/// it lost, where a restoration looks first (`None`: it had no node, any will do).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Owed {
     pub(crate) cpus: u32,
-    pub(crate) cpus_node: u16,
+    pub(crate) cpus_node: Option<NodeId>,
     pub(crate) blocks: u32,
-    pub(crate) blocks_node: u16,
+    pub(crate) blocks_node: Option<NodeId>,
 }
 
 impl Owed {
-    fn add_cpu(&mut self, node: u16) {
+    fn add_cpu(&mut self, node: Option<NodeId>) {
         if self.cpus == 0 {
             self.cpus_node = node;
         }
         self.cpus = self.cpus.saturating_add(1);
     }
 
-    fn add_block(&mut self, node: u16) {
+    fn add_block(&mut self, node: Option<NodeId>) {
         if self.blocks == 0 {
             self.blocks_node = node;
         }
@@ -150,8 +149,9 @@ pub(crate) struct Reported {
     blocks: KVec<u32>,
 }
 
-fn distance(a: u16, b: u16) -> u32 {
-    match (NodeId::from_u32(a.into()), NodeId::from_u32(b.into())) {
+fn distance(a: NodeId, b: NodeId) -> u32 {
+    let node = |n: NodeId| numa::NodeId::from_u32(n.get().into());
+    match (node(a), node(b)) {
         (Some(a), Some(b)) => a.distance(b),
         _ => u32::MAX,
     }
@@ -242,7 +242,7 @@ impl HostState {
         if self.policy.initial_cpus == 0 {
             return 0;
         }
-        let (_, n) = self.grant_cpus(Owner(id), self.policy.initial_cpus, NODE_ANY, &quota);
+        let (_, n) = self.grant_cpus(Owner(id), self.policy.initial_cpus, None, &quota);
         if n > 0 {
             self.inventory.bump_generation();
         }
@@ -360,7 +360,7 @@ impl HostState {
         &mut self,
         owner: Owner,
         want: u32,
-        node: u16,
+        node: Option<NodeId>,
         quota: &Quota,
     ) -> (crate::proto::admission::Plan, u32) {
         let Self {
@@ -384,7 +384,7 @@ impl HostState {
         &mut self,
         owner: Owner,
         want_mib: u32,
-        node: u16,
+        node: Option<NodeId>,
         quota: &Quota,
     ) -> (crate::proto::admission::Plan, u32) {
         let Self {
@@ -538,7 +538,10 @@ impl HostState {
             c.package = p.package;
             c.core = p.core;
             c.thread = p.thread;
-            if let Some(n) = self.inventory.node_mut(u32::from(p.node)) {
+            if let Some(n) = p
+                .node
+                .and_then(|id| self.inventory.node_mut(u32::from(id.get())))
+            {
                 n.state |= PRESENT | ONLINE | NODE_CPUS;
             }
         } else {
@@ -554,23 +557,18 @@ impl HostState {
             (owner, c.node)
         };
         if !online && owner.is_guest() {
-            // Find a replacement near it.
+            // Find a replacement near it (anywhere if it had no node).
             let quota = Quota {
                 max_cpus: u32::MAX,
                 max_mem_mib: u64::MAX,
             };
-            let near = if node == crate::proto::inventory::NO_NODE {
-                NODE_ANY
-            } else {
-                node
-            };
-            let (_, n) = self.grant_cpus(owner, 1, near, &quota);
+            let (_, n) = self.grant_cpus(owner, 1, node, &quota);
             if n > 0 {
                 self.decisions.reallocations += 1;
             } else {
                 self.decisions.shrinks += 1;
                 if let Some(g) = self.guest_mut(owner.0) {
-                    g.owed.add_cpu(near);
+                    g.owed.add_cpu(node);
                 }
             }
         }
@@ -593,7 +591,7 @@ impl HostState {
         first: u32,
         count: u32,
         online: bool,
-        nodes: &[(u32, u16)],
+        nodes: &[(u32, Option<NodeId>)],
     ) -> Result {
         // Room for every block of the range that is in the table (only blocks going offline
         // can be lost), taken before anything changes: a failure then leaves the inventory as
@@ -603,7 +601,7 @@ impl HostState {
         } else {
             count.min(self.inventory.dims().blocks) as usize
         };
-        let mut lost: KVec<(Owner, u16)> = KVec::with_capacity(span, GFP_KERNEL)?;
+        let mut lost: KVec<(Owner, Option<NodeId>)> = KVec::with_capacity(span, GFP_KERNEL)?;
         if let Some(r) = &mut self.reported {
             let end = first.saturating_add(count).min(MAX_BLOCKS);
             for i in first..end {
@@ -650,8 +648,7 @@ impl HostState {
             } else {
                 self.decisions.shrinks += 1;
                 if let Some(g) = self.guest_mut(owner.0) {
-                    g.owed
-                        .add_block(if node == NO_NODE { NODE_ANY } else { node });
+                    g.owed.add_block(node);
                 }
             }
         }
@@ -684,7 +681,7 @@ impl HostState {
         for i in old..end {
             if let Some(b) = self.inventory.block_mut(i) {
                 *b = MemBlock {
-                    node: NO_NODE,
+                    node: None,
                     state: 0,
                     owner: Owner::FREE,
                 };

@@ -19,6 +19,7 @@ use crate::proto::{
         F_ACK, F_DELTA, F_REQUEST, NUM_QUEUES, REQUESTQ, VIRTIO_ID_HWCONVEY,
     },
     error::Error as ProtoError,
+    inventory::NodeId,
     message::{decode_guest_msg, GuestMsg, RequestKind, SnapshotEncoder, Status, MAX_MSG_SIZE},
 };
 use crate::Host;
@@ -277,7 +278,7 @@ impl HwcDevice {
                         req.id,
                         req.amount,
                         req.kind.name(),
-                        req.node
+                        NodeId::display(req.node)
                     );
                 }
                 // A snapshot already on its way answers this one too.

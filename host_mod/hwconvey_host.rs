@@ -562,10 +562,10 @@ mod tests {
     use super::proto::idlist;
     use super::proto::in_kernel::new_guest_copy;
     use super::proto::in_kernel::{new_inventory, KGuestCopy, KInventory, Text};
-    use super::proto::inventory::{Cpu, MemBlock, NO_NODE, NO_PACKAGE, PRESENT};
+    use super::proto::inventory::{Cpu, MemBlock, NodeId, PackageId, PRESENT};
     use super::proto::inventory::{Owner, ONLINE};
     use super::proto::message::Status;
-    use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE, NODE_ANY};
+    use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE};
     use super::proto::message::{Motive, Request, RequestKind};
     use super::scan::{scan, Placement};
     use super::sysfs::{write_blocks_of, write_cpu_table, write_cpus_of};
@@ -585,8 +585,9 @@ mod tests {
             kernel::memory_block::block_size_bytes()
         );
         // Online components sit on a real node; nothing is allocated yet.
+        let nodes = inv.dims().nodes;
         for c in inv.cpus().iter().filter(|c| c.online()) {
-            assert!(u32::from(c.node) < inv.dims().nodes);
+            assert!(c.node.is_some_and(|n| u32::from(n.get()) < nodes));
         }
         assert!(inv.blocks().iter().any(|b| b.state & ONLINE != 0));
         assert!(inv.cpus().iter().all(|c| !c.owner.is_guest()));
@@ -637,7 +638,7 @@ mod tests {
             &host,
             Owner(2),
             64,
-            NODE_ANY,
+            None,
             &quota,
             &|a, b| u32::from(a != b),
             &mut out,
@@ -657,6 +658,29 @@ mod tests {
         let mut t = Text::default();
         f(&mut t)?;
         Ok(t)
+    }
+
+    /// The CPU table shows a CPU on no node with "-", not a number that looks like a node.
+    #[test]
+    fn cpu_table_shows_no_node_as_a_dash() -> Result {
+        let on = |node| Cpu {
+            node,
+            state: PRESENT | ONLINE,
+            ..Cpu::default()
+        };
+        let cpus = [
+            on(NodeId::new(2)),
+            Cpu {
+                owner: Owner(4),
+                ..on(None)
+            },
+        ];
+        let text = render(|w| write_cpu_table(w, &cpus))?;
+        assert_eq!(
+            text.as_str().map_err(|_| EINVAL)?,
+            "cpu 0 node 2 free\ncpu 1 node - guest 4\n"
+        );
+        Ok(())
     }
 
     /// Sends a full snapshot of `inv` to `copy`, as the device does, part by part; returns
@@ -759,7 +783,7 @@ mod tests {
         let req = Request {
             id: 1,
             kind: RequestKind::Cpus,
-            node: NODE_ANY,
+            node: None,
             amount: 64,
             motive: Motive::default(),
         };
@@ -922,7 +946,7 @@ mod tests {
         let req = Request {
             id: 1,
             kind: RequestKind::ReleaseCpus,
-            node: NODE_ANY,
+            node: None,
             amount: 1,
             motive: Motive::default(),
         };
@@ -951,24 +975,24 @@ mod tests {
         let mut inv = large_inventory()?;
         let hot = 8191;
         *inv.cpu_mut(hot).ok_or(EINVAL)? = Cpu {
-            node: NO_NODE,
+            node: None,
             state: 0,
             thread: 0,
-            package: NO_PACKAGE,
+            package: None,
             core: 0,
             owner: Owner::FREE,
         };
         let mut st = HostState::new(inv)?;
         let placement = Placement {
-            node: 63,
-            package: 15,
+            node: NodeId::new(63),
+            package: PackageId::new(15),
             core: 4095,
             thread: 1,
         };
         st.cpu_changed(hot, Some(placement))?;
         let c = *st.inventory.cpus().get(hot as usize).ok_or(EINVAL)?;
         assert_eq!(c.state, PRESENT | ONLINE);
-        assert_eq!(c.node, 63);
+        assert_eq!(c.node, NodeId::new(63));
         let mut copy = new_guest_copy()?;
         send_snapshot(&st.inventory, 1, &mut copy)?;
         assert!(copy.stored().cpus() == st.inventory.cpus());
@@ -983,7 +1007,7 @@ mod tests {
         let mut inv = large_inventory()?;
         let hole = 100;
         *inv.block_mut(hole).ok_or(EINVAL)? = MemBlock {
-            node: NO_NODE,
+            node: None,
             state: 0,
             owner: Owner::FREE,
         };
@@ -992,24 +1016,25 @@ mod tests {
         let mut copy = new_guest_copy()?;
         send_snapshot(&st.published, 1, &mut copy)?;
 
-        st.blocks_changed(hole, 1, true, &[(hole, 3)])?;
+        st.blocks_changed(hole, 1, true, &[(hole, NodeId::new(3))])?;
         let b = *st.inventory.blocks().get(hole as usize).ok_or(EINVAL)?;
-        assert_eq!((b.state, b.node), (PRESENT | ONLINE, 3));
+        assert_eq!((b.state, b.node), (PRESENT | ONLINE, NodeId::new(3)));
         let Publication::Delta(len) = st.publish()? else {
             return Err(EINVAL);
         };
         copy.receive(st.scratch.get(..len).ok_or(EINVAL)?)?;
 
         // Past the end, with one block left absent between.
-        st.blocks_changed(end + 1, 2, true, &[(end + 1, 63), (end + 2, 63)])?;
+        let node = NodeId::new(63);
+        st.blocks_changed(end + 1, 2, true, &[(end + 1, node), (end + 2, node)])?;
         assert_eq!(st.inventory.dims().blocks, end + 3);
         let blocks = st.inventory.blocks();
         let absent = *blocks.get(end as usize).ok_or(EINVAL)?;
-        assert_eq!((absent.state, absent.node), (0, NO_NODE));
+        assert_eq!((absent.state, absent.node), (0, None));
         for b in blocks.get(end as usize + 1..).ok_or(EINVAL)? {
             assert_eq!(
                 (b.state, b.node, b.owner),
-                (PRESENT | ONLINE, 63, Owner::FREE)
+                (PRESENT | ONLINE, node, Owner::FREE)
             );
         }
         assert!(matches!(st.publish()?, Publication::Snapshot));

@@ -7,18 +7,20 @@ use kernel::{cpu, memory_block, numa};
 
 use crate::proto::in_kernel::{new_inventory, KInventory};
 use crate::proto::inventory::{
-    Dims, Owner, NODE_CPUS, NODE_MEMORY, NO_NODE, NO_PACKAGE, ONLINE, PRESENT,
+    Dims, NodeId, Owner, PackageId, NODE_CPUS, NODE_MEMORY, ONLINE, PRESENT,
 };
 
-fn node_id(node: Option<u32>) -> u16 {
-    node.and_then(|n| u16::try_from(n).ok()).unwrap_or(NO_NODE)
+/// The kernel's node id as the inventory records it: none if there is none, or if it does not
+/// fit the protocol's node field (the protocol allows fewer nodes than that anyway).
+fn node_id(node: Option<u32>) -> Option<NodeId> {
+    node.and_then(|n| NodeId::try_from(n).ok())
 }
 
 /// Where an online CPU sits: its node and topology, as the inventory records them.
 #[derive(Clone, Copy)]
 pub(crate) struct Placement {
-    pub(crate) node: u16,
-    pub(crate) package: u16,
+    pub(crate) node: Option<NodeId>,
+    pub(crate) package: Option<PackageId>,
     pub(crate) core: u32,
     pub(crate) thread: u8,
 }
@@ -28,7 +30,7 @@ impl Placement {
     pub(crate) fn of(id: cpu::CpuId) -> Self {
         Self {
             node: node_id(id.node()),
-            package: u16::try_from(id.package_id()).unwrap_or(NO_PACKAGE),
+            package: PackageId::try_from(id.package_id()).ok(),
             core: id.core_id(),
             thread: u8::try_from(id.thread_index()).unwrap_or(u8::MAX),
         }
@@ -39,7 +41,7 @@ impl Placement {
 /// coming online (the kernel onlines memory a block at a time: `count` is 1 but for a caller
 /// that coalesces): one in a hole of the inventory, or beyond its end, has no
 /// node recorded yet. At most one entry per memory block of the system.
-pub(crate) fn block_nodes(first: u32, count: u32) -> Result<KVec<(u32, u16)>> {
+pub(crate) fn block_nodes(first: u32, count: u32) -> Result<KVec<(u32, Option<NodeId>)>> {
     let end = first.saturating_add(count);
     let mut nodes = KVec::new();
     memory_block::for_each_block(&mut |b| {
@@ -85,7 +87,7 @@ pub(crate) fn scan() -> Result<KInventory> {
         };
         let (present, online) = (id.is_present(), id.is_online());
         c.state = state(present, online);
-        c.node = if present { node_id(id.node()) } else { NO_NODE };
+        c.node = if present { node_id(id.node()) } else { None };
         c.owner = Owner::FREE;
         if online {
             let p = Placement::of(id);
@@ -93,22 +95,22 @@ pub(crate) fn scan() -> Result<KInventory> {
             c.core = p.core;
             c.thread = p.thread;
         } else {
-            c.package = NO_PACKAGE;
+            c.package = None;
         }
     }
     // CPUs that are not possible stay "not present, no node".
     for id in 0..dims.cpus {
         if let Some(c) = inv.cpu_mut(id) {
             if c.state == 0 {
-                c.node = NO_NODE;
-                c.package = NO_PACKAGE;
+                c.node = None;
+                c.package = None;
             }
         }
     }
 
     for i in 0..dims.blocks {
         if let Some(b) = inv.block_mut(i) {
-            b.node = NO_NODE;
+            b.node = None;
         }
     }
     memory_block::for_each_block(&mut |b| {

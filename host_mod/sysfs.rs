@@ -9,7 +9,7 @@ use crate::device::DevInfo;
 use crate::hotplug::{CPU_EVENTS, MEMORY_EVENTS};
 use crate::proto::{
     admission::Quota,
-    inventory::{Cpu, MemBlock, Owner},
+    inventory::{Cpu, MemBlock, NodeId, Owner},
     message::{Request, Response},
 };
 use crate::Host;
@@ -281,13 +281,14 @@ pub(crate) fn write_blocks_of(w: &mut impl Write, blocks: &[MemBlock], owner: Ow
     write_ranges(w, ids)
 }
 
-/// One line per online CPU: "cpu <id> node <n> <free|guest <g>>": the host's `cpus`.
+/// One line per online CPU: "cpu <id> node <n|-> <free|guest <g>>": the host's `cpus`.
 pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu]) -> Result {
     for (i, c) in cpus.iter().enumerate().filter(|(_, c)| c.online()) {
+        let node = NodeId::display(c.node);
         if c.owner == Owner::FREE {
-            writeln!(w, "cpu {i} node {} free", c.node)?;
+            writeln!(w, "cpu {i} node {node} free")?;
         } else {
-            writeln!(w, "cpu {i} node {} guest {}", c.node, c.owner.0)?;
+            writeln!(w, "cpu {i} node {node} guest {}", c.owner.0)?;
         }
     }
     Ok(())
@@ -489,8 +490,9 @@ fn show_last_request(d: &DevInfo, page: &mut Page<'_>) -> Result {
             motive,
         }) => writeln!(
             page,
-            "id {id} kind {} amount {amount} node {node} motive {} {} demand {} held {}",
+            "id {id} kind {} amount {amount} node {} motive {} {} demand {} held {}",
             kind.name(),
+            NodeId::display(node),
             motive.source,
             motive.source_name(),
             motive.demand,

@@ -18,8 +18,8 @@ fn host() -> Inv {
     let mut inv = Inv::new(Vec::new(), Vec::new(), Vec::new()).unwrap();
     inv.reset(Dims { cpus: 16, blocks: 16, nodes: 2, block_size: 128 << 20 }).unwrap();
     for i in 0..16 {
-        *inv.cpu_mut(i).unwrap() = Cpu { node: (i / 8) as u16, state: PRESENT | ONLINE, owner: Owner(i % 3), ..Cpu::default() };
-        *inv.block_mut(i).unwrap() = MemBlock { node: (i / 8) as u16, state: PRESENT | ONLINE, owner: Owner(i % 2) };
+        *inv.cpu_mut(i).unwrap() = Cpu { node: NodeId::new((i / 8) as u16), state: PRESENT | ONLINE, owner: Owner(i % 3), ..Cpu::default() };
+        *inv.block_mut(i).unwrap() = MemBlock { node: NodeId::new((i / 8) as u16), state: PRESENT | ONLINE, owner: Owner(i % 2) };
     }
     for n in 0..2 {
         inv.node_mut(n).unwrap().state = PRESENT | ONLINE;

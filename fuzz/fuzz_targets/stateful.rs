@@ -32,10 +32,10 @@ fn host() -> Inv {
     let mut inv = empty();
     inv.reset(Dims { cpus: CPUS, blocks: BLOCKS, nodes: 2, block_size: 128 << 20 }).unwrap();
     for i in 0..CPUS {
-        *inv.cpu_mut(i).unwrap() = Cpu { node: (i * 2 / CPUS) as u16, state: PRESENT | ONLINE, ..Cpu::default() };
+        *inv.cpu_mut(i).unwrap() = Cpu { node: NodeId::new((i * 2 / CPUS) as u16), state: PRESENT | ONLINE, ..Cpu::default() };
     }
     for i in 0..BLOCKS {
-        *inv.block_mut(i).unwrap() = MemBlock { node: (i * 2 / BLOCKS) as u16, state: PRESENT | ONLINE, owner: Owner::FREE };
+        *inv.block_mut(i).unwrap() = MemBlock { node: NodeId::new((i * 2 / BLOCKS) as u16), state: PRESENT | ONLINE, owner: Owner::FREE };
     }
     for n in 0..2 {
         inv.node_mut(n).unwrap().state = PRESENT | ONLINE;
@@ -52,7 +52,7 @@ fn resync(copy: &mut Copy, host: &Inv) {
     }
 }
 
-fn dist(a: u16, b: u16) -> u32 {
+fn dist(a: NodeId, b: NodeId) -> u32 {
     if a == b { 10 } else { 20 }
 }
 
@@ -90,9 +90,9 @@ fuzz_target!(|data: &[u8]| {
                 let guest = Owner(1 + u32::from(b % 3));
                 let held = host.allocation(guest);
                 let plan = if what % 6 == 2 {
-                    plan_cpus(&host, guest, u32::from(a % 20), u16::from(b % 3), &QUOTA, &dist, &mut out)
+                    plan_cpus(&host, guest, u32::from(a % 20), NodeId::new(u16::from(b % 3)), &QUOTA, &dist, &mut out)
                 } else {
-                    plan_memory(&host, guest, u32::from(a) * 16, u16::from(b % 3), &QUOTA, &dist, &mut out)
+                    plan_memory(&host, guest, u32::from(a) * 16, NodeId::new(u16::from(b % 3)), &QUOTA, &dist, &mut out)
                 };
                 for &id in &out[..plan.picked] {
                     if what % 6 == 2 {

@@ -30,7 +30,7 @@ fn main() {
     let req = Request {
         id: 1,
         kind: RequestKind::Cpus,
-        node: 0,
+        node: NodeId::new(0),
         amount: 2,
         motive: Motive {
             demand: 3500,
@@ -51,7 +51,7 @@ fn main() {
     w.push(&Run::Cpu {
         first: 3,
         count: 1,
-        node: 0,
+        node: NodeId::new(0),
         state: PRESENT,
         owner: Owner::FREE,
     })
@@ -59,7 +59,7 @@ fn main() {
     w.push(&Run::Mem {
         first: 4,
         count: 2,
-        node: 0,
+        node: NodeId::new(0),
         state: PRESENT | ONLINE,
         owner: Owner(1),
     })

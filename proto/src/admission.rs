@@ -7,8 +7,8 @@
 //! lock (owner changes, a generation bump, a delta), so a plan that turns out
 //! impossible is simply dropped.
 
-use super::inventory::{Cpu, Inventory, MemBlock, Node, Owner, Table};
-use super::message::{Reason, Status, NODE_ANY};
+use super::inventory::{Cpu, Inventory, MemBlock, Node, NodeId, Owner, Table};
+use super::message::{Reason, Status};
 
 /// What one guest may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,40 +114,45 @@ impl TokenBucket {
     }
 }
 
-/// The node holding most of `guest`'s CPUs, used when a request names none.
-fn home_node(cpus: &[Cpu], guest: Owner, nodes: usize) -> u16 {
-    let mut best = (0usize, NODE_ANY);
-    for node in 0..nodes.min(usize::from(u16::MAX)) {
+/// The node holding most of `guest`'s CPUs (the lowest such id), used when a request names
+/// none; `None` if the guest holds no CPU on any of the first `nodes` nodes.
+fn home_node(cpus: &[Cpu], guest: Owner, nodes: usize) -> Option<NodeId> {
+    let mut best = (0usize, None);
+    for node in (0..nodes).map_while(|id| u16::try_from(id).ok().and_then(NodeId::new)) {
         let n = cpus
             .iter()
-            .filter(|c| c.owner == guest && usize::from(c.node) == node)
+            .filter(|c| c.owner == guest && c.node == Some(node))
             .count();
         if n > best.0 {
-            best = (n, u16::try_from(node).unwrap_or(NODE_ANY));
+            best = (n, Some(node));
         }
     }
     best.1
 }
 
+/// Whether `node` is absent (any node) or one of the host's `nodes`.
+fn node_valid(node: Option<NodeId>, nodes: u32) -> bool {
+    node.is_none_or(|n| u32::from(n.get()) < nodes)
+}
+
 /// Picks components for which `eligible` holds, nearest to `from` first
-/// (by `distance`), lowest index first within a distance, into `out` until
+/// (by `distance`; all at the same distance when `from` is `None`, and one on
+/// no node farthest), lowest index first within a distance, into `out` until
 /// it has `want` ids. Returns how many it picked.
 fn pick_nearest<T>(
     items: &[T],
-    node_of: impl Fn(&T) -> u16,
+    node_of: impl Fn(&T) -> Option<NodeId>,
     eligible: impl Fn(&T) -> bool,
-    from: u16,
-    distance: &impl Fn(u16, u16) -> u32,
+    from: Option<NodeId>,
+    distance: &impl Fn(NodeId, NodeId) -> u32,
     want: usize,
     out: &mut [u32],
 ) -> usize {
     let want = want.min(out.len());
-    let dist = |t: &T| {
-        if from == NODE_ANY {
-            0
-        } else {
-            distance(from, node_of(t))
-        }
+    let dist = |t: &T| match (from, node_of(t)) {
+        (None, _) => 0,
+        (Some(from), Some(to)) => distance(from, to),
+        (Some(_), None) => u32::MAX,
     };
     let mut picked = 0usize;
     let mut floor: Option<u32> = None;
@@ -179,15 +184,15 @@ fn pick_nearest<T>(
 }
 
 /// Plans a grant of `want` CPUs to `guest`, NUMA-local to `node` first (or to
-/// where the guest already runs when `node` is [`NODE_ANY`]). Chosen CPU ids
-/// go to `out`.
+/// where the guest already runs when `node` is `None`). Chosen CPU ids go to
+/// `out`.
 pub fn plan_cpus<C, M, N>(
     inv: &Inventory<C, M, N>,
     guest: Owner,
     want: u32,
-    node: u16,
+    node: Option<NodeId>,
     quota: &Quota,
-    distance: &impl Fn(u16, u16) -> u32,
+    distance: &impl Fn(NodeId, NodeId) -> u32,
     out: &mut [u32],
 ) -> Plan
 where
@@ -195,7 +200,7 @@ where
     M: Table<MemBlock>,
     N: Table<Node>,
 {
-    if want == 0 || !guest.is_guest() || (node != NODE_ANY && u32::from(node) >= inv.dims().nodes) {
+    if want == 0 || !guest.is_guest() || !node_valid(node, inv.dims().nodes) {
         return Plan::denied(Reason::Invalid);
     }
     let held = inv.allocation(guest).cpus;
@@ -208,11 +213,7 @@ where
     } else {
         (want, Reason::NoFree)
     };
-    let from = if node == NODE_ANY {
-        home_node(inv.cpus(), guest, inv.nodes().len())
-    } else {
-        node
-    };
+    let from = node.or_else(|| home_node(inv.cpus(), guest, inv.nodes().len()));
     let picked = pick_nearest(
         inv.cpus(),
         |c| c.node,
@@ -236,9 +237,9 @@ pub fn plan_memory<C, M, N>(
     inv: &Inventory<C, M, N>,
     guest: Owner,
     want_mib: u32,
-    node: u16,
+    node: Option<NodeId>,
     quota: &Quota,
-    distance: &impl Fn(u16, u16) -> u32,
+    distance: &impl Fn(NodeId, NodeId) -> u32,
     out: &mut [u32],
 ) -> Plan
 where
@@ -250,7 +251,7 @@ where
     if want_mib == 0
         || block_mib == 0
         || !guest.is_guest()
-        || (node != NODE_ANY && u32::from(node) >= inv.dims().nodes)
+        || !node_valid(node, inv.dims().nodes)
     {
         return Plan::denied(Reason::Invalid);
     }
@@ -273,11 +274,7 @@ where
     } else {
         (want, Reason::NoFree)
     };
-    let from = if node == NODE_ANY {
-        home_node(inv.cpus(), guest, inv.nodes().len())
-    } else {
-        node
-    };
+    let from = node.or_else(|| home_node(inv.cpus(), guest, inv.nodes().len()));
     let target = usize::try_from(target).unwrap_or(usize::MAX);
     let picked = pick_nearest(
         inv.blocks(),

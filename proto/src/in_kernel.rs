@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! What the core needs from the kernel: table storage in kernel vectors, and
-//! errors as kernel errors.
+//! What the core needs from the kernel: table storage in kernel vectors,
+//! errors as kernel errors, and node ids in the kernel's formatting macros.
 
 use kernel::alloc::{Allocator, KVVec, Vec};
 use kernel::prelude::GFP_KERNEL;
 
 use super::error::{Error, Result};
 use super::guest::GuestCopy;
-use super::inventory::{Cpu, Inventory, MemBlock, Node, Table};
+use super::inventory::{Cpu, Inventory, MemBlock, Node, NodeId, NodeText, Table};
 
 impl<T: Copy + Default, A: Allocator> Table<T> for Vec<T, A> {
     fn resize_to(&mut self, len: usize) -> Result {
@@ -52,6 +52,20 @@ impl Text {
     /// The text, if it is UTF-8 (what `write!` produces always is).
     pub fn as_str(&self) -> core::result::Result<&str, core::str::Utf8Error> {
         core::str::from_utf8(&self.0)
+    }
+}
+
+// The kernel's formatting macros (`pr_info!` and the like) take `kernel::fmt::Display`, which
+// the kernel implements for core's types only: node ids print the same way there.
+impl kernel::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        core::fmt::Display::fmt(self, f)
+    }
+}
+
+impl kernel::fmt::Display for NodeText {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        core::fmt::Display::fmt(self, f)
     }
 }
 

@@ -8,6 +8,8 @@
 //! `nodes[i]` is node `i`. The host keeps one inventory for the whole
 //! machine; each guest keeps a copy of it, built from snapshots and deltas.
 
+use core::fmt;
+use core::num::NonZeroU16;
 use core::ops::DerefMut;
 
 use super::error::{Error, Result};
@@ -18,10 +20,148 @@ pub const MAX_CPUS: u32 = 16384;
 pub const MAX_BLOCKS: u32 = 65536;
 /// Protocol limit on NUMA nodes.
 pub const MAX_NODES: u32 = 1024;
-/// A node field that names no node (a CPU that is not present).
-pub const NO_NODE: u16 = u16::MAX;
-/// A package field for a CPU whose topology is not known.
-pub const NO_PACKAGE: u16 = u16::MAX;
+
+/// A NUMA node id, 0 to 65534.
+///
+/// Where a component may have no node, or a request may name none, the field is an
+/// `Option<NodeId>`: the id is kept plus one, in a [`NonZeroU16`], so the `Option` is still two
+/// bytes and the tables of components, which the host keeps for every CPU and memory block,
+/// do not grow. The wire carries the id in 16 bits, and 0xffff for `None`.
+///
+/// # Invariants
+///
+/// The stored value is the id plus one: it is never 0, and the id is never `u16::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(NonZeroU16);
+
+impl NodeId {
+    /// Node `id`, or `None` for `u16::MAX`, the one value that is not a node id.
+    pub const fn new(id: u16) -> Option<Self> {
+        match id.checked_add(1) {
+            // INVARIANT: the stored value is `id + 1`, not 0 since the addition did not wrap.
+            Some(stored) => match NonZeroU16::new(stored) {
+                Some(stored) => Some(Self(stored)),
+                None => None,
+            },
+            None => None,
+        }
+    }
+
+    /// The node's id.
+    pub const fn get(self) -> u16 {
+        // Never saturates: the stored value is at least 1 (type invariant).
+        self.0.get().saturating_sub(1)
+    }
+
+    /// The node's id, as an index into the node table.
+    pub fn index(self) -> usize {
+        usize::from(self.get())
+    }
+
+    /// The 16 bits that carry `node` on the wire: the id, or 0xffff for `None`. The decoding
+    /// is [`NodeId::new`].
+    pub(crate) const fn wire(node: Option<Self>) -> u16 {
+        match node {
+            Some(n) => n.get(),
+            None => u16::MAX,
+        }
+    }
+
+    /// Shows `node` as its id, or "-" for `None`: how sysfs files and logs print a node that
+    /// may be absent.
+    pub const fn display(node: Option<Self>) -> NodeText {
+        NodeText(node)
+    }
+}
+
+/// A node that may be absent, as text: its id, or "-". Made by [`NodeId::display`].
+#[derive(Debug, Clone, Copy)]
+pub struct NodeText(Option<NodeId>);
+
+impl fmt::Display for NodeText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(id) => fmt::Display::fmt(&id, f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+impl TryFrom<u32> for NodeId {
+    type Error = Error;
+
+    /// Node `id`; [`Error::Range`] if it does not fit in a node field.
+    fn try_from(id: u32) -> Result<Self> {
+        u16::try_from(id)
+            .ok()
+            .and_then(Self::new)
+            .ok_or(Error::Range)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.get(), f)
+    }
+}
+
+/// A physical package (socket) id, 0 to 65534.
+///
+/// As [`NodeId`]: a CPU whose topology is not known has `None` in an `Option<PackageId>`,
+/// which is two bytes, and the wire carries 0xffff for it.
+///
+/// # Invariants
+///
+/// The stored value is the id plus one: it is never 0, and the id is never `u16::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PackageId(NonZeroU16);
+
+impl PackageId {
+    /// Package `id`, or `None` for `u16::MAX`, the one value that is not a package id.
+    pub const fn new(id: u16) -> Option<Self> {
+        match id.checked_add(1) {
+            // INVARIANT: the stored value is `id + 1`, not 0 since the addition did not wrap.
+            Some(stored) => match NonZeroU16::new(stored) {
+                Some(stored) => Some(Self(stored)),
+                None => None,
+            },
+            None => None,
+        }
+    }
+
+    /// The package's id.
+    pub const fn get(self) -> u16 {
+        // Never saturates: the stored value is at least 1 (type invariant).
+        self.0.get().saturating_sub(1)
+    }
+
+    /// The 16 bits that carry `package` on the wire: the id, or 0xffff for `None`. The
+    /// decoding is [`PackageId::new`].
+    pub(crate) const fn wire(package: Option<Self>) -> u16 {
+        match package {
+            Some(p) => p.get(),
+            None => u16::MAX,
+        }
+    }
+}
+
+impl TryFrom<u32> for PackageId {
+    type Error = Error;
+
+    /// Package `id`; [`Error::Range`] if it does not fit in a package field.
+    fn try_from(id: u32) -> Result<Self> {
+        u16::try_from(id)
+            .ok()
+            .and_then(Self::new)
+            .ok_or(Error::Range)
+    }
+}
+
+impl fmt::Display for PackageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.get(), f)
+    }
+}
 
 /// Component state bit: the component exists (a possible CPU may not).
 pub const PRESENT: u8 = 1 << 0;
@@ -77,19 +217,24 @@ pub const fn component_state_ok(state: u8, owner: Owner) -> bool {
 /// One CPU. Its id is its index in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cpu {
-    /// NUMA node, or [`NO_NODE`].
-    pub node: u16,
+    /// NUMA node; `None` for a CPU that is not present or sits on no node.
+    pub node: Option<NodeId>,
     /// [`PRESENT`] and [`ONLINE`] bits.
     pub state: u8,
     /// SMT thread index within its core.
     pub thread: u8,
-    /// Physical package, or [`NO_PACKAGE`].
-    pub package: u16,
+    /// Physical package; `None` while the topology is not known.
+    pub package: Option<PackageId>,
     /// Core id within the package.
     pub core: u32,
     /// Who the CPU is allocated to.
     pub owner: Owner,
 }
+
+// The host keeps one entry per possible CPU and per memory block, and a guest copy of both:
+// the typed ids must cost nothing over the 16-bit fields they replaced.
+const _: () = assert!(core::mem::size_of::<Cpu>() <= 16);
+const _: () = assert!(core::mem::size_of::<MemBlock>() <= 8);
 
 impl Cpu {
     /// Whether the CPU is online.
@@ -101,8 +246,8 @@ impl Cpu {
 /// One memory block. Its index is its position in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemBlock {
-    /// NUMA node, or [`NO_NODE`].
-    pub node: u16,
+    /// NUMA node; `None` for a block that is not present or sits on no node.
+    pub node: Option<NodeId>,
     /// [`PRESENT`] and [`ONLINE`] bits.
     pub state: u8,
     /// Who the block is allocated to.
@@ -246,22 +391,21 @@ where
             nodes: NODES,
             block_size: 128 << 20,
         })?;
-        let small = |v: u32| u16::try_from(v).map_err(|_| Error::Range);
         for id in 0..CPUS {
             let core = id % CORES;
-            let node = small(core / CORES_PER_NODE)?;
+            let node = core / CORES_PER_NODE;
             *self.cpu_mut(id).ok_or(Error::Range)? = Cpu {
-                node,
+                node: Some(NodeId::try_from(node)?),
                 state: PRESENT | ONLINE,
                 thread: u8::try_from(id / CORES).map_err(|_| Error::Range)?,
-                package: node / 4,
+                package: Some(PackageId::try_from(node / 4)?),
                 core,
                 owner: Owner::FREE,
             };
         }
         for i in 0..BLOCKS {
             *self.block_mut(i).ok_or(Error::Range)? = MemBlock {
-                node: small(i / BLOCKS_PER_NODE)?,
+                node: Some(NodeId::try_from(i / BLOCKS_PER_NODE)?),
                 state: PRESENT | ONLINE,
                 owner: Owner::FREE,
             };
@@ -275,7 +419,7 @@ where
     }
 
     /// Resizes to `dims` with every component reset to its default: not
-    /// present, node 0, free.
+    /// present, on no node, no package, free.
     pub fn reset(&mut self, dims: Dims) -> Result {
         dims.validate()?;
         self.cpus.resize_to(0)?;
@@ -413,6 +557,30 @@ mod tests {
     }
 
     #[test]
+    fn node_ids() {
+        assert_eq!(NodeId::new(u16::MAX), None);
+        assert_eq!(NodeId::new(0).map(NodeId::get), Some(0));
+        assert_eq!(
+            NodeId::new(u16::MAX - 1).map(NodeId::get),
+            Some(u16::MAX - 1)
+        );
+        assert!(NodeId::new(1) < NodeId::new(2));
+        assert_eq!(NodeId::new(7).map(NodeId::index), Some(7));
+        assert_eq!(NodeId::try_from(65534u32).map(NodeId::get), Ok(65534));
+        assert_eq!(NodeId::try_from(65535u32), Err(Error::Range));
+        assert_eq!(NodeId::try_from(1u32 << 16), Err(Error::Range));
+        assert_eq!(NodeId::wire(None), 0xffff);
+        assert_eq!(NodeId::wire(NodeId::new(3)), 3);
+        assert_eq!(PackageId::new(u16::MAX), None);
+        assert_eq!(PackageId::wire(PackageId::new(2)), 2);
+        assert_eq!(PackageId::wire(None), 0xffff);
+        assert_eq!(core::mem::size_of::<Option<NodeId>>(), 2);
+        assert_eq!(core::mem::size_of::<Option<PackageId>>(), 2);
+        assert_eq!(std::format!("{}", NodeId::display(NodeId::new(12))), "12");
+        assert_eq!(std::format!("{}", NodeId::display(None)), "-");
+    }
+
+    #[test]
     fn states() {
         assert!(component_state_ok(PRESENT | ONLINE, Owner(5)));
         assert!(!component_state_ok(PRESENT, Owner(5)));
@@ -466,12 +634,12 @@ mod tests {
             };
         }
         *inv.block_mut(1).ok_or(Error::Range)? = MemBlock {
-            node: 0,
+            node: NodeId::new(0),
             state: PRESENT | ONLINE,
             owner: Owner(7),
         };
         *inv.block_mut(2).ok_or(Error::Range)? = MemBlock {
-            node: 0,
+            node: NodeId::new(0),
             state: PRESENT,
             owner: Owner(7),
         };

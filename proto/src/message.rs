@@ -11,7 +11,7 @@
 //! from 0x80 go guest to host; each side rejects the other's.
 
 use super::error::{Error, Result};
-use super::inventory::{Cpu, Dims, Inventory, MemBlock, Node, Table};
+use super::inventory::{Cpu, Dims, Inventory, MemBlock, Node, NodeId, Table};
 use super::run::{next_run, Run, Runs, Section, RUN_SIZE};
 use super::wire::{Reader, Writer};
 
@@ -198,16 +198,13 @@ pub struct Request {
     pub id: u32,
     /// What it asks for.
     pub kind: RequestKind,
-    /// Preferred NUMA node, or [`NODE_ANY`].
-    pub node: u16,
+    /// Preferred NUMA node; `None` for any (0xffff on the wire).
+    pub node: Option<NodeId>,
     /// How many CPUs or MiB.
     pub amount: u32,
     /// Why.
     pub motive: Motive,
 }
-
-/// No preferred node.
-pub const NODE_ANY: u16 = u16::MAX;
 
 /// The outcome of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,7 +424,8 @@ pub fn decode_guest_msg(msg: &[u8]) -> Result<GuestMsg> {
             let id = r.u32()?;
             let kind = RequestKind::from_u8(r.u8()?)?;
             r.reserved(1)?;
-            let node = r.u16()?;
+            // Checked against the host's node count by admission, which has it.
+            let node = NodeId::new(r.u16()?);
             let amount = r.u32()?;
             let demand = r.u32()?;
             let held = r.u32()?;
@@ -477,7 +475,7 @@ pub fn encode_request(req: &Request, buf: &mut [u8]) -> Result<usize> {
     w.u32(req.id)?;
     w.u8(req.kind as u8)?;
     w.u8(0)?;
-    w.u16(req.node)?;
+    w.u16(NodeId::wire(req.node))?;
     w.u32(req.amount)?;
     let m = &req.motive;
     w.u32(m.demand)?;
@@ -668,7 +666,7 @@ mod tests {
         Request {
             id: 42,
             kind: RequestKind::Cpus,
-            node: 1,
+            node: NodeId::new(1),
             amount: 2,
             motive: Motive {
                 demand: 3500,
@@ -689,6 +687,17 @@ mod tests {
         assert_eq!(
             decode_guest_msg(buf.get(..n).ok_or(Error::Length)?)?,
             GuestMsg::Request(request())
+        );
+        // Any node is 0xffff on the wire.
+        let any = Request {
+            node: None,
+            ..request()
+        };
+        let n = encode_request(&any, &mut buf)?;
+        assert_eq!(buf.get(14..16), Some(&[0xff, 0xff][..]));
+        assert_eq!(
+            decode_guest_msg(buf.get(..n).ok_or(Error::Length)?)?,
+            GuestMsg::Request(any)
         );
         Ok(())
     }

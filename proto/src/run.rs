@@ -19,8 +19,8 @@
 use super::diff::Diff;
 use super::error::{Error, Result};
 use super::inventory::{
-    component_state_ok, Cpu, Dims, Inventory, MemBlock, Node, Owner, Table, NODE_STATE_MASK,
-    NO_NODE, ONLINE, PRESENT,
+    component_state_ok, Cpu, Dims, Inventory, MemBlock, Node, NodeId, Owner, PackageId, Table,
+    NODE_STATE_MASK, ONLINE, PRESENT,
 };
 use super::wire::{Reader, Writer};
 
@@ -41,8 +41,8 @@ pub enum Run {
         first: u32,
         /// Number of CPUs, at least one.
         count: u32,
-        /// NUMA node, or [`NO_NODE`] for CPUs that are not present.
-        node: u16,
+        /// NUMA node; `None` (0xffff on the wire) only for CPUs that are not online.
+        node: Option<NodeId>,
         /// State bits.
         state: u8,
         /// Owner.
@@ -55,8 +55,8 @@ pub enum Run {
         first: u32,
         /// Number of CPUs, at least one.
         count: u32,
-        /// Package.
-        package: u16,
+        /// Package; `None` (0xffff on the wire) when not known.
+        package: Option<PackageId>,
         /// SMT thread index.
         thread: u8,
         /// Core id of the first CPU.
@@ -68,8 +68,8 @@ pub enum Run {
         first: u32,
         /// Number of blocks, at least one.
         count: u32,
-        /// NUMA node, or [`NO_NODE`] for blocks that are not present.
-        node: u16,
+        /// NUMA node; `None` (0xffff on the wire) only for blocks that are not online.
+        node: Option<NodeId>,
         /// State bits.
         state: u8,
         /// Owner.
@@ -91,12 +91,11 @@ fn span_ok(first: u32, count: u32, limit: u32) -> bool {
     count != 0 && first.checked_add(count).is_some_and(|end| end <= limit)
 }
 
-fn node_ok(node: u16, state: u8, dims: &Dims) -> bool {
-    if node == NO_NODE {
+fn node_ok(node: Option<NodeId>, state: u8, dims: &Dims) -> bool {
+    match node {
         // Only an online component must have a node.
-        state & ONLINE == 0
-    } else {
-        u32::from(node) < dims.nodes
+        None => state & ONLINE == 0,
+        Some(node) => u32::from(node.get()) < dims.nodes,
     }
 }
 
@@ -110,21 +109,28 @@ impl Run {
                 node,
                 state,
                 owner,
-            } => (KIND_CPU, state, node, first, count, owner.0),
+            } => (KIND_CPU, state, NodeId::wire(node), first, count, owner.0),
             Run::CpuTopo {
                 first,
                 count,
                 package,
                 thread,
                 core,
-            } => (KIND_CPU_TOPO, thread, package, first, count, core),
+            } => (
+                KIND_CPU_TOPO,
+                thread,
+                PackageId::wire(package),
+                first,
+                count,
+                core,
+            ),
             Run::Mem {
                 first,
                 count,
                 node,
                 state,
                 owner,
-            } => (KIND_MEM, state, node, first, count, owner.0),
+            } => (KIND_MEM, state, NodeId::wire(node), first, count, owner.0),
             Run::Node {
                 first,
                 count,
@@ -155,21 +161,21 @@ impl Run {
             KIND_CPU => Run::Cpu {
                 first,
                 count,
-                node: b,
+                node: NodeId::new(b),
                 state: a,
                 owner: Owner(c),
             },
             KIND_CPU_TOPO => Run::CpuTopo {
                 first,
                 count,
-                package: b,
+                package: PackageId::new(b),
                 thread: a,
                 core: c,
             },
             KIND_MEM => Run::Mem {
                 first,
                 count,
-                node: b,
+                node: NodeId::new(b),
                 state: a,
                 owner: Owner(c),
             },
@@ -552,21 +558,21 @@ mod tests {
             Run::Cpu {
                 first: 0,
                 count: 4,
-                node: 1,
+                node: NodeId::new(1),
                 state: PRESENT | ONLINE,
                 owner: Owner(3),
             },
             Run::CpuTopo {
                 first: 4,
                 count: 4,
-                package: 1,
+                package: PackageId::new(1),
                 thread: 1,
                 core: 10,
             },
             Run::Mem {
                 first: 3,
                 count: 13,
-                node: 0,
+                node: NodeId::new(0),
                 state: PRESENT,
                 owner: Owner::FREE,
             },
@@ -598,42 +604,42 @@ mod tests {
             owner,
         };
         assert_eq!(
-            cpu(0, 0, 0, PRESENT, Owner::FREE).validate(&d),
+            cpu(0, 0, NodeId::new(0), PRESENT, Owner::FREE).validate(&d),
             Err(Error::Range)
         );
         assert_eq!(
-            cpu(7, 2, 0, PRESENT, Owner::FREE).validate(&d),
+            cpu(7, 2, NodeId::new(0), PRESENT, Owner::FREE).validate(&d),
             Err(Error::Range)
         );
         assert_eq!(
-            cpu(u32::MAX, 2, 0, PRESENT, Owner::FREE).validate(&d),
+            cpu(u32::MAX, 2, NodeId::new(0), PRESENT, Owner::FREE).validate(&d),
             Err(Error::Range)
         );
         assert_eq!(
-            cpu(0, 1, 2, PRESENT, Owner::FREE).validate(&d),
+            cpu(0, 1, NodeId::new(2), PRESENT, Owner::FREE).validate(&d),
             Err(Error::Range)
         );
         assert_eq!(
-            cpu(0, 1, NO_NODE, PRESENT | ONLINE, Owner::FREE).validate(&d),
+            cpu(0, 1, None, PRESENT | ONLINE, Owner::FREE).validate(&d),
             Err(Error::Range)
         );
         assert_eq!(
-            cpu(0, 1, NO_NODE, PRESENT, Owner::FREE).validate(&d),
+            cpu(0, 1, None, PRESENT, Owner::FREE).validate(&d),
             Ok(())
         );
-        assert_eq!(cpu(0, 1, NO_NODE, 0, Owner::FREE).validate(&d), Ok(()));
+        assert_eq!(cpu(0, 1, None, 0, Owner::FREE).validate(&d), Ok(()));
         assert_eq!(
-            cpu(0, 1, 0, PRESENT, Owner(4)).validate(&d),
+            cpu(0, 1, NodeId::new(0), PRESENT, Owner(4)).validate(&d),
             Err(Error::State)
         );
         assert_eq!(
-            cpu(0, 1, 0, ONLINE, Owner::FREE).validate(&d),
+            cpu(0, 1, NodeId::new(0), ONLINE, Owner::FREE).validate(&d),
             Err(Error::State)
         );
         let topo = Run::CpuTopo {
             first: 0,
             count: 2,
-            package: 0,
+            package: PackageId::new(0),
             thread: 0,
             core: u32::MAX,
         };
@@ -647,6 +653,39 @@ mod tests {
             .validate(&d),
             Err(Error::State)
         );
+    }
+
+    /// The node and package fields are 0xffff on the wire for `None`, as they were before
+    /// they had types; any other value is an id, checked against the node count.
+    #[test]
+    fn absent_ids_are_0xffff_on_the_wire() -> Result {
+        let mut buf = [0u8; RUN_SIZE];
+        let run = Run::Mem {
+            first: 0,
+            count: 1,
+            node: None,
+            state: PRESENT,
+            owner: Owner::FREE,
+        };
+        run.encode(&mut Writer::new(&mut buf))?;
+        assert_eq!(buf.get(2..4), Some(&[0xff, 0xff][..]));
+        assert_eq!(Run::decode(&mut Reader::new(&buf))?, run);
+        let topo = Run::CpuTopo {
+            first: 0,
+            count: 1,
+            package: None,
+            thread: 0,
+            core: 0,
+        };
+        topo.encode(&mut Writer::new(&mut buf))?;
+        assert_eq!(buf.get(2..4), Some(&[0xff, 0xff][..]));
+        assert_eq!(Run::decode(&mut Reader::new(&buf))?, topo);
+        // Node 0xfffe is an id, far beyond the two nodes of `dims()`.
+        buf = [KIND_CPU, PRESENT, 0xfe, 0xff, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        let run = Run::decode(&mut Reader::new(&buf))?;
+        assert!(matches!(run, Run::Cpu { node: Some(n), .. } if n.get() == 0xfffe));
+        assert_eq!(run.validate(&dims()), Err(Error::Range));
+        Ok(())
     }
 
     #[test]
@@ -678,7 +717,7 @@ mod tests {
     #[test]
     fn compresses_consecutive_cpus() {
         let on = |owner| Cpu {
-            node: 0,
+            node: NodeId::new(0),
             state: PRESENT | ONLINE,
             owner,
             ..Cpu::default()

@@ -14,7 +14,7 @@ mod common;
 use common::*;
 use hwconvey_proto::admission::*;
 use hwconvey_proto::inventory::*;
-use hwconvey_proto::message::{Reason, Status, NODE_ANY};
+use hwconvey_proto::message::{Reason, Status};
 
 /// Two nodes of 8 CPUs (0-7 on node 0, 8-15 on node 1), 16 blocks each.
 fn two_nodes() -> Inv {
@@ -28,7 +28,7 @@ fn two_nodes() -> Inv {
     .unwrap();
     for id in 0..16 {
         *inv.cpu_mut(id).unwrap() = Cpu {
-            node: (id / 8) as u16,
+            node: NodeId::new((id / 8) as u16),
             state: PRESENT | ONLINE,
             core: id,
             ..Cpu::default()
@@ -36,7 +36,7 @@ fn two_nodes() -> Inv {
     }
     for i in 0..32 {
         *inv.block_mut(i).unwrap() = MemBlock {
-            node: (i / 16) as u16,
+            node: NodeId::new((i / 16) as u16),
             state: PRESENT | ONLINE,
             owner: Owner::FREE,
         };
@@ -44,7 +44,7 @@ fn two_nodes() -> Inv {
     inv
 }
 
-fn dist(a: u16, b: u16) -> u32 {
+fn dist(a: NodeId, b: NodeId) -> u32 {
     if a == b {
         10
     } else {
@@ -61,7 +61,7 @@ const BIG: Quota = Quota {
 fn cpus_come_from_the_preferred_node_first() {
     let inv = two_nodes();
     let mut out = [0u32; 16];
-    let plan = plan_cpus(&inv, Owner(5), 10, 1, &BIG, &dist, &mut out);
+    let plan = plan_cpus(&inv, Owner(5), 10, NodeId::new(1), &BIG, &dist, &mut out);
     assert_eq!(plan.status, Status::Granted);
     assert_eq!(plan.picked, 10);
     // All 8 of node 1 first, then the nearest others.
@@ -74,7 +74,7 @@ fn no_preference_means_where_the_guest_already_is() {
     let mut inv = two_nodes();
     inv.cpu_mut(12).unwrap().owner = Owner(5);
     let mut out = [0u32; 2];
-    let plan = plan_cpus(&inv, Owner(5), 2, NODE_ANY, &BIG, &dist, &mut out);
+    let plan = plan_cpus(&inv, Owner(5), 2, None, &BIG, &dist, &mut out);
     assert_eq!(plan.picked, 2);
     assert!(out.iter().all(|&id| id >= 8 && id != 12), "{out:?}");
 }
@@ -90,16 +90,24 @@ fn quota_limits_and_says_so() {
         max_mem_mib: 256,
     };
     let mut out = [0u32; 16];
-    let plan = plan_cpus(&inv, Owner(5), 3, 0, &quota, &dist, &mut out);
+    let plan = plan_cpus(&inv, Owner(5), 3, NodeId::new(0), &quota, &dist, &mut out);
     assert_eq!(
         (plan.status, plan.reason, plan.picked),
         (Status::Partial, Reason::Quota, 1)
     );
     inv.cpu_mut(3).unwrap().owner = Owner(5);
-    let plan = plan_cpus(&inv, Owner(5), 1, 0, &quota, &dist, &mut out);
+    let plan = plan_cpus(&inv, Owner(5), 1, NodeId::new(0), &quota, &dist, &mut out);
     assert_eq!((plan.status, plan.reason), (Status::Denied, Reason::Quota));
     // Memory: 256 MiB quota is two blocks.
-    let plan = plan_memory(&inv, Owner(5), 1000, 0, &quota, &dist, &mut out);
+    let plan = plan_memory(
+        &inv,
+        Owner(5),
+        1000,
+        NodeId::new(0),
+        &quota,
+        &dist,
+        &mut out,
+    );
     assert_eq!(
         (plan.status, plan.reason, plan.picked),
         (Status::Partial, Reason::Quota, 2)
@@ -114,7 +122,7 @@ fn the_free_pool_limits_and_says_so() {
     }
     inv.cpu_mut(15).unwrap().state = PRESENT; // offline: not allocatable
     let mut out = [0u32; 16];
-    let plan = plan_cpus(&inv, Owner(5), 4, 0, &BIG, &dist, &mut out);
+    let plan = plan_cpus(&inv, Owner(5), 4, NodeId::new(0), &BIG, &dist, &mut out);
     assert_eq!(
         (plan.status, plan.reason, plan.picked),
         (Status::Partial, Reason::NoFree, 1)
@@ -127,11 +135,11 @@ fn invalid_requests_are_denied() {
     let inv = two_nodes();
     let mut out = [0u32; 4];
     for plan in [
-        plan_cpus(&inv, Owner(5), 0, 0, &BIG, &dist, &mut out),
-        plan_cpus(&inv, Owner(5), 1, 2, &BIG, &dist, &mut out),
-        plan_cpus(&inv, Owner::FREE, 1, 0, &BIG, &dist, &mut out),
-        plan_cpus(&inv, Owner::HOST, 1, 0, &BIG, &dist, &mut out),
-        plan_memory(&inv, Owner(5), 0, 0, &BIG, &dist, &mut out),
+        plan_cpus(&inv, Owner(5), 0, NodeId::new(0), &BIG, &dist, &mut out),
+        plan_cpus(&inv, Owner(5), 1, NodeId::new(2), &BIG, &dist, &mut out),
+        plan_cpus(&inv, Owner::FREE, 1, NodeId::new(0), &BIG, &dist, &mut out),
+        plan_cpus(&inv, Owner::HOST, 1, NodeId::new(0), &BIG, &dist, &mut out),
+        plan_memory(&inv, Owner(5), 0, NodeId::new(0), &BIG, &dist, &mut out),
     ] {
         assert_eq!(
             (plan.status, plan.reason),
@@ -197,7 +205,7 @@ fn random_plans_never_pick_unavailable_components() {
         };
         let mut out = [0u32; 64];
         let want = 1 + rng.below(20) as u32;
-        let node = rng.below(4) as u16;
+        let node = NodeId::new(rng.below(4) as u16);
         let held = inv.allocation(guest);
         let plan = plan_cpus(&inv, guest, want, node, &quota, &dist, &mut out);
         let picked = &out[..plan.picked];

@@ -106,7 +106,7 @@ fn delta_diff_matches_reference() {
                 Run::Cpu {
                     first,
                     count,
-                    node: rng.below(2) as u16,
+                    node: NodeId::new(rng.below(2) as u16),
                     state: if online { PRESENT | ONLINE } else { PRESENT },
                     owner: if online {
                         Owner(rng.below(4) as u32)
@@ -118,7 +118,7 @@ fn delta_diff_matches_reference() {
                 Run::Mem {
                     first,
                     count,
-                    node: rng.below(2) as u16,
+                    node: NodeId::new(rng.below(2) as u16),
                     state: if online { PRESENT | ONLINE } else { PRESENT },
                     owner: if online {
                         Owner(rng.below(4) as u32)
@@ -170,7 +170,7 @@ fn delta_with_gap_is_refused_and_changes_nothing() {
     let run = Run::Cpu {
         first: 0,
         count: 1,
-        node: 0,
+        node: NodeId::new(0),
         state: PRESENT,
         owner: Owner::FREE,
     };

@@ -55,11 +55,12 @@ pub fn host(cpus: u32, blocks: u32, nodes: u32, guests: u32, rng: &mut Rng) -> I
     for id in 0..cpus {
         let node =
             ((id % (cpus / threads).max(1)) / (per_node / threads).max(1)).min(nodes - 1) as u16;
+        let (node, package) = (NodeId::new(node), PackageId::new(node));
         let c = inv.cpu_mut(id).unwrap();
         c.node = node;
         c.state = PRESENT | ONLINE;
         c.thread = (id / (cpus / threads).max(1)) as u8;
-        c.package = node;
+        c.package = package;
         c.core = id % (cpus / threads).max(1);
         c.owner = if guests > 0 && rng.chance(300) {
             Owner(1 + rng.below(u64::from(guests)) as u32)
@@ -74,7 +75,7 @@ pub fn host(cpus: u32, blocks: u32, nodes: u32, guests: u32, rng: &mut Rng) -> I
     let per_node_blocks = (blocks / nodes).max(1);
     for index in 0..blocks {
         let b = inv.block_mut(index).unwrap();
-        b.node = (index / per_node_blocks).min(nodes - 1) as u16;
+        b.node = NodeId::new((index / per_node_blocks).min(nodes - 1) as u16);
         b.state = PRESENT | ONLINE;
         b.owner = if guests > 0 && rng.chance(300) {
             Owner(1 + rng.below(u64::from(guests)) as u32)

@@ -43,7 +43,7 @@ done
 [ "$(cat $H/hwc0/requests)" -ge 1 ] || fail "no request under load: $(cat $G/projection)"
 s1=$(field $G/projection samples)
 note "loaded: $(cat $G/projection)"
-grep -qE '^id [0-9]+ kind cpus amount [0-9]+ node [0-9]+ motive 1 projection demand [0-9]+ held [0-9]+$' $H/hwc0/last_request ||
+grep -qE '^id [0-9]+ kind cpus amount [0-9]+ node (-|[0-9]+) motive 1 projection demand [0-9]+ held [0-9]+$' $H/hwc0/last_request ||
 	fail "the first request is not a projected CPU request: $(cat $H/hwc0/last_request)"
 # In-kernel record of the samples: the step is where the load became
 # sustained, i.e. the first of the samples before the request that all show
