@@ -6,14 +6,18 @@
 //! it, samples the guest's own load and asks the host for resources when the
 //! projected demand exceeds what the guest holds.
 
-use kernel::{driver, prelude::*, virtio};
+use kernel::{prelude::*, virtio};
 
 #[path = "../proto/src/kernel.rs"]
 pub mod proto;
 
+mod bench;
+mod device;
+mod driver;
+mod receive;
+mod request;
 mod sampler;
 mod sysfs;
-mod virtio_driver;
 
 use proto::projection::Params;
 
@@ -58,7 +62,7 @@ struct HwconveyGuest {
     // Dropped first: the files go before the driver (and its devices) do.
     sysfs: sysfs::GuestSysfs,
     #[pin]
-    driver: driver::Registration<virtio::Adapter<virtio_driver::GuestDriver>>,
+    driver: kernel::driver::Registration<virtio::Adapter<driver::GuestDriver>>,
 }
 
 impl kernel::InPlaceModule for HwconveyGuest {
@@ -72,9 +76,10 @@ impl kernel::InPlaceModule for HwconveyGuest {
         try_pin_init!(Self {
             sysfs: {
                 initial_period()?;
+                driver::init_current();
                 sysfs::GuestSysfs::new()?
             },
-            driver <- driver::Registration::new(c"hwconvey", module),
+            driver <- kernel::driver::Registration::new(c"hwconvey", module),
         })
     }
 }

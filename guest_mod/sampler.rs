@@ -173,11 +173,11 @@ impl Sampler {
 pub(crate) struct SampleTimer {
     #[pin]
     timer: HrTimer<Self>,
-    vqs: Arc<Virtqueues<crate::virtio_driver::Guest>>,
+    vqs: Arc<Virtqueues<crate::device::Guest>>,
 }
 
 impl SampleTimer {
-    pub(crate) fn new(vqs: Arc<Virtqueues<crate::virtio_driver::Guest>>) -> impl PinInit<Self> {
+    pub(crate) fn new(vqs: Arc<Virtqueues<crate::device::Guest>>) -> impl PinInit<Self> {
         pin_init!(Self {
             timer <- HrTimer::new(),
             vqs,

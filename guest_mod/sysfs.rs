@@ -4,47 +4,24 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
+use crate::bench::{bench_roundtrip, RoundTrips};
+use crate::device::Guest;
+use crate::driver::current;
 use crate::proto::inventory::{Cpu, NodeId, Owner};
 use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL};
+use crate::request::send_request;
 use crate::sampler::KNOBS;
-use crate::virtio_driver::{bench_roundtrip, send_request, Guest, RoundTrips};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
-    global_lock,
     prelude::*,
     sync::Arc,
     sysfs::{Attribute, Dir, Page, SharedDir, Window},
-    virtio::virtqueue::Virtqueues,
 };
 
-global_lock! {
-    // SAFETY: Initialised in `GuestSysfs::new`, at module load, before any device can probe.
-    unsafe(uninit) static CURRENT: Mutex<Option<Arc<Virtqueues<Guest>>>> = None;
-}
-
-/// Makes `vqs` the device the files report on (the first device that probes).
-pub(crate) fn attach(vqs: &Arc<Virtqueues<Guest>>) {
-    let mut cur = CURRENT.lock();
-    if cur.is_none() {
-        *cur = Some(vqs.clone());
-    }
-}
-
-/// Forgets `vqs` if the files report on it.
-pub(crate) fn detach(vqs: &Virtqueues<Guest>) {
-    let mut cur = CURRENT.lock();
-    if cur.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
-        *cur = None;
-    }
-}
-
-fn current() -> Result<Arc<Virtqueues<Guest>>> {
-    CURRENT.lock().clone().ok_or(ENODEV)
-}
-
-/// State of the files themselves.
-pub(crate) struct Knobs {
+/// State of the files themselves: the last manual request and the last benchmark (the
+/// projection knobs are [`KNOBS`], the sampler's).
+pub(crate) struct FileState {
     /// `kind << 32 | amount` of the last manual request, 0 if none.
     last_request: AtomicU64,
     /// The last round-trip benchmark.
@@ -57,7 +34,7 @@ fn counter(page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
     Ok(())
 }
 
-fn show_generation(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_generation(_: &FileState, page: &mut Page<'_>) -> Result {
     match current() {
         Ok(v) => writeln!(page, "{}", v.handler().generation())?,
         Err(_) => writeln!(page, "none")?,
@@ -65,39 +42,39 @@ fn show_generation(_: &Knobs, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn show_allocation(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_allocation(_: &FileState, page: &mut Page<'_>) -> Result {
     let (cpus, mib) = current()?.handler().allocation();
     writeln!(page, "cpus {cpus} memory_mib {mib}")?;
     Ok(())
 }
 
-fn show_received(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_received(_: &FileState, page: &mut Page<'_>) -> Result {
     counter(page, |g| g.stats.received.load(Ordering::Relaxed))
 }
 
-fn show_updates(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_updates(_: &FileState, page: &mut Page<'_>) -> Result {
     counter(page, |g| {
         g.stats.snapshots.load(Ordering::Relaxed) + g.stats.deltas.load(Ordering::Relaxed)
     })
 }
 
-fn show_bad(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_bad(_: &FileState, page: &mut Page<'_>) -> Result {
     counter(page, |g| g.stats.bad.load(Ordering::Relaxed))
 }
 
-fn show_sent(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_sent(_: &FileState, page: &mut Page<'_>) -> Result {
     counter(page, |g| g.stats.sent.load(Ordering::Relaxed))
 }
 
-fn show_sampling_ns(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_sampling_ns(_: &FileState, page: &mut Page<'_>) -> Result {
     counter(page, |g| g.stats.sampling_ns.load(Ordering::Relaxed))
 }
 
-fn show_responses(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_responses(_: &FileState, page: &mut Page<'_>) -> Result {
     counter(page, |g| g.stats.responses.load(Ordering::Relaxed))
 }
 
-fn show_last_response(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_last_response(_: &FileState, page: &mut Page<'_>) -> Result {
     match current()?.handler().last_response() {
         Some(r) => writeln!(
             page,
@@ -114,7 +91,7 @@ fn show_last_response(_: &Knobs, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn show_request(k: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_request(k: &FileState, page: &mut Page<'_>) -> Result {
     let last = k.last_request.load(Ordering::Relaxed);
     let kind = match last >> 32 {
         1 => "cpus",
@@ -159,7 +136,7 @@ fn parse_request(text: &str) -> Result<(RequestKind, u32, Option<NodeId>)> {
     Ok((kind, amount, node))
 }
 
-fn store_request(k: &Knobs, text: &str) -> Result {
+fn store_request(k: &FileState, text: &str) -> Result {
     let (kind, amount, node) = parse_request(text)?;
     let vqs = current()?;
     let (cpus, mib) = vqs.handler().allocation();
@@ -184,19 +161,19 @@ fn store_request(k: &Knobs, text: &str) -> Result {
     Ok(())
 }
 
-fn show_last_update(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_last_update(_: &FileState, page: &mut Page<'_>) -> Result {
     let (generation, ns) = current()?.handler().last_update();
     writeln!(page, "generation {generation} ns {ns}")?;
     Ok(())
 }
 
-fn show_applied_pass_ns(_: &Knobs, page: &mut Page<'_>) -> Result {
-    let ns = current()?.handler().applied_pass_ns.load(Ordering::Relaxed);
+fn show_applied_pass_ns(_: &FileState, page: &mut Page<'_>) -> Result {
+    let ns = current()?.handler().applied_pass_ns();
     writeln!(page, "{ns}")?;
     Ok(())
 }
 
-fn show_bench(k: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_bench(k: &FileState, page: &mut Page<'_>) -> Result {
     match k.bench.lock().as_ref() {
         Some(r) => writeln!(
             page,
@@ -208,7 +185,7 @@ fn show_bench(k: &Knobs, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn store_bench(k: &Knobs, text: &str) -> Result {
+fn store_bench(k: &FileState, text: &str) -> Result {
     let n: usize = text.trim().parse().map_err(|_| EINVAL)?;
     if !(1..=1_000_000).contains(&n) {
         return Err(EINVAL);
@@ -226,11 +203,11 @@ fn store_bench(k: &Knobs, text: &str) -> Result {
 /// A projection knob: a number in `min..=max` that must also make valid parameters.
 macro_rules! knob_file {
     ($show:ident, $store:ident, $field:ident, $min:expr, $max:expr) => {
-        fn $show(_: &Knobs, page: &mut Page<'_>) -> Result {
+        fn $show(_: &FileState, page: &mut Page<'_>) -> Result {
             writeln!(page, "{}", KNOBS.$field.load(Ordering::Relaxed))?;
             Ok(())
         }
-        fn $store(_: &Knobs, text: &str) -> Result {
+        fn $store(_: &FileState, text: &str) -> Result {
             let v: u32 = text.trim().parse().map_err(|_| EINVAL)?;
             if !($min..=$max).contains(&v) {
                 return Err(EINVAL);
@@ -256,7 +233,7 @@ knob_file!(show_horizon, store_horizon, horizon, 0, 1000);
 knob_file!(show_target, store_target, target, 1, 1000);
 knob_file!(show_hysteresis, store_hysteresis, hysteresis, 0, 1000);
 
-fn show_projection(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_projection(_: &FileState, page: &mut Page<'_>) -> Result {
     let vqs = current()?;
     let r = vqs.handler().sampler.lock().report;
     writeln!(
@@ -279,7 +256,7 @@ fn show_projection(_: &Knobs, page: &mut Page<'_>) -> Result {
 }
 
 /// One line per recent sample, oldest first: "<n> busy_mcpu <b> projected_mcpu <p> proposed <0|1>".
-fn show_samples_recent(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_samples_recent(_: &FileState, page: &mut Page<'_>) -> Result {
     let vqs = current()?;
     let s = vqs.handler().sampler.lock();
     let mut recent: KVec<crate::sampler::Past> = KVec::new();
@@ -310,7 +287,7 @@ fn show_samples_recent(_: &Knobs, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn show_last_diff(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_last_diff(_: &FileState, page: &mut Page<'_>) -> Result {
     let Some((generation, d)) = current()?.handler().last_diff() else {
         writeln!(page, "none")?;
         return Ok(());
@@ -343,7 +320,7 @@ fn show_last_diff(_: &Knobs, page: &mut Page<'_>) -> Result {
 
 /// The stored copy, summed up: "cpus <n> online <n> mine <n> blocks <n> online <n> mine <n>
 /// block_mib <MiB> nodes <n>".
-fn show_inventory(_: &Knobs, page: &mut Page<'_>) -> Result {
+fn show_inventory(_: &FileState, page: &mut Page<'_>) -> Result {
     let vqs = current()?;
     vqs.handler().with_copy(|copy| -> Result {
         let inv = copy.stored();
@@ -367,7 +344,7 @@ fn show_inventory(_: &Knobs, page: &mut Page<'_>) -> Result {
 }
 
 /// One line per online CPU of the stored copy: "cpu <id> node <n|-> <free|mine|guest <g>|host>".
-fn show_cpus(_: &Knobs, w: &mut Window<'_>) -> Result {
+fn show_cpus(_: &FileState, w: &mut Window<'_>) -> Result {
     let vqs = current()?;
     // A copy, taken under the lock that applying the host's updates needs: the rendering, at
     // every read(2) of a long list, runs without it.
@@ -401,7 +378,7 @@ pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Re
     Ok(())
 }
 
-static ATTRS: [Attribute<Knobs>; 22] = [
+static ATTRS: [Attribute<FileState>; 22] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"messages_received", show_received),
@@ -428,17 +405,15 @@ static ATTRS: [Attribute<Knobs>; 22] = [
 
 /// The guest's sysfs directory. Dropped before the module's driver registration goes away.
 pub(crate) struct GuestSysfs {
-    _dir: Dir<Knobs>,
+    _dir: Dir<FileState>,
     _root: SharedDir,
 }
 
 impl GuestSysfs {
     pub(crate) fn new() -> Result<Self> {
-        // SAFETY: Called once, at module load, before any device can probe.
-        unsafe { CURRENT.init() };
         let root = SharedDir::get(c"hwconvey")?;
         let knobs = Arc::new(
-            Knobs {
+            FileState {
                 last_request: AtomicU64::new(0),
                 bench: kernel::sync::Arc::pin_init(kernel::new_mutex!(None), GFP_KERNEL)?,
             },

@@ -131,8 +131,10 @@ pub(crate) struct HwcDevice {
     pub(crate) guest_id: u32,
     #[pin]
     outbox: Mutex<Outbox>,
+    /// The device's directory under the host's; the host module makes it once the device is
+    /// added, and it goes when the device is removed.
     #[pin]
-    sysfs: Mutex<Option<Dir<DevInfo>>>,
+    pub(crate) sysfs: Mutex<Option<Dir<DevInfo>>>,
     /// Scratch space for one request; `process` calls never overlap.
     #[pin]
     scratch: Mutex<KBox<[u8; MAX_MSG_SIZE]>>,
@@ -299,7 +301,7 @@ impl HwcDevice {
                     out.charge = false;
                 } else {
                     // The answer first, then the update that reflects it.
-                    let queued = crate::alloc::HostState::encode(&resp).and_then(|(buf, len)| {
+                    let queued = crate::state::HostState::encode(&resp).and_then(|(buf, len)| {
                         self.push(buf.get(..len).unwrap_or(&[]), Kind::Response)
                     });
                     if queued.is_err() {
@@ -480,12 +482,6 @@ impl vdpa::SoftDevice for HwcDevice {
         let d = dev.data();
         pr_info!("{}: device for guest {} added\n", dev.name(), d.guest_id);
         d.host.device_added(dev);
-        if let Some(parent) = d.host.sysfs.lock().as_ref() {
-            match crate::sysfs::device_dir(parent, dev.name(), &d.stats) {
-                Ok(dir) => *d.sysfs.lock() = Some(dir),
-                Err(e) => pr_warn!("{}: no sysfs directory: {:?}\n", dev.name(), e),
-            }
-        }
     }
 
     fn removed(dev: &vdpa::Device<Self>) {

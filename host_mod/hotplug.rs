@@ -3,7 +3,7 @@
 //! Keeps the inventory current: CPU and memory hotplug events change it, re-allocate what the
 //! guests lose, and publish the update.
 
-use crate::{scan::Placement, Host};
+use crate::{inventory::Placement, Host};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     cpu::CpuId,
@@ -84,7 +84,7 @@ impl MemoryHotplug for Hotplug {
         // Where blocks coming online sit, looked up before the state lock: the walk of the
         // memory bus takes its own locks.
         let nodes = if online {
-            crate::scan::block_nodes(first, count).unwrap_or_default()
+            crate::inventory::block_nodes(first, count).unwrap_or_default()
         } else {
             KVec::new()
         };

@@ -23,20 +23,20 @@ use kernel::{
 #[path = "../proto/src/kernel.rs"]
 pub mod proto;
 
-mod alloc;
 mod device;
 mod hotplug;
-mod scan;
+mod inventory;
+mod state;
 mod sysfs;
 mod vms;
 
-use alloc::{HostState, Publication};
 use device::{HwcDevice, Kind};
 use proto::{
     message::{DeltaWriter, MAX_MSG_SIZE},
     placement::{place, Place},
     run::Run,
 };
+use state::{HostState, Publication};
 
 module! {
     type: HwconveyHost,
@@ -188,9 +188,18 @@ impl Host {
             );
         }
         self.publish(&mut st);
+        drop(st);
+        // The device's files, under the host's directory (the host module's part, not the
+        // device's: device code does not reach into sysfs).
+        if let Some(parent) = self.sysfs.lock().as_ref() {
+            match sysfs::device_dir(parent, dev.name(), &dev.data().stats) {
+                Ok(dir) => *dev.data().sysfs.lock() = Some(dir),
+                Err(e) => pr_warn!("{}: no sysfs directory: {:?}\n", dev.name(), e),
+            }
+        }
     }
 
-    /// The VMM of `dev` took it (`bound`) or went away: applies [`alloc::Policy::release_on_exit`]
+    /// The VMM of `dev` took it (`bound`) or went away: applies [`state::Policy::release_on_exit`]
     /// and tells every guest what changed.
     pub(crate) fn owner_changed(&self, dev: &vdpa::Device<HwcDevice>, bound: bool) {
         let id = dev.data().guest_id;
@@ -241,7 +250,7 @@ impl Host {
     }
 
     /// KVM destroys the VM of address space `mm_id`: as when its VMM leaves, its guest's
-    /// allocation goes back to the free pool ([`alloc::Policy::release_on_exit`]).
+    /// allocation goes back to the free pool ([`state::Policy::release_on_exit`]).
     pub(crate) fn vm_destroyed(&self, mm_id: usize) {
         let Some(dev) = self.device_of(mm_id) else {
             return;
@@ -513,14 +522,14 @@ impl Host {
         // The scan runs under the lock: a callback that came after it read some state must
         // wait to apply its change, or the new inventory would overwrite it.
         let mut st = self.state.lock();
-        *st = st.rebuilt(scan::scan()?)?;
+        *st = st.rebuilt(inventory::scan()?)?;
         Ok(())
     }
 }
 
 impl HwconveyHost {
     fn host() -> Result<Arc<Host>> {
-        let inventory = scan::scan()?;
+        let inventory = inventory::scan()?;
         let d = inventory.dims();
         let online_cpus = inventory.cpus().iter().filter(|c| c.online()).count();
         let online_blocks = inventory.blocks().iter().filter(|b| b.online()).count();
@@ -536,7 +545,7 @@ impl HwconveyHost {
         );
         let mut state = HostState::new(inventory)?;
         // Until the inventory is built again after the hotplug registrations.
-        state.reported = Some(alloc::Reported::default());
+        state.reported = Some(state::Reported::default());
         Arc::pin_init(
             try_pin_init!(Host {
                 state <- new_mutex!(state),
@@ -556,7 +565,7 @@ impl HwconveyHost {
 
 #[kunit_tests(hwconvey_host)]
 mod tests {
-    use super::alloc::{HostState, Publication};
+    use super::inventory::{scan, Placement};
     use super::proto::admission::{plan_cpus, Quota};
     use super::proto::guest::Update;
     use super::proto::idlist;
@@ -567,7 +576,7 @@ mod tests {
     use super::proto::message::Status;
     use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE};
     use super::proto::message::{Motive, Request, RequestKind};
-    use super::scan::{scan, Placement};
+    use super::state::{HostState, Publication};
     use super::sysfs::{write_blocks_of, write_cpu_table, write_cpus_of};
     use kernel::prelude::*;
     use kernel::sysfs::Window;

@@ -4,7 +4,6 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
-use crate::alloc::{HostState, Policy};
 use crate::device::DevInfo;
 use crate::hotplug::{CPU_EVENTS, MEMORY_EVENTS};
 use crate::proto::{
@@ -12,6 +11,7 @@ use crate::proto::{
     inventory::{Cpu, MemBlock, NodeId, Owner},
     message::{Request, Response},
 };
+use crate::state::{HostState, Policy};
 use crate::Host;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};

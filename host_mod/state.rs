@@ -7,6 +7,7 @@
 //! Every change is made under the state lock and immediately published: the delta from what
 //! the guests were last told goes to every device, in generation order.
 
+use crate::inventory::Placement;
 use crate::proto::{
     admission::{plan_cpus, plan_memory, plan_release_cpus, Quota, TokenBucket},
     delta::write_delta,
@@ -17,7 +18,6 @@ use crate::proto::{
         encode_response, DeltaWriter, Reason, Request, RequestKind, Response, Status, MAX_MSG_SIZE,
     },
 };
-use crate::scan::Placement;
 use kernel::{numa, prelude::*};
 
 /// What the host does with guests, set through sysfs.
@@ -583,7 +583,7 @@ impl HostState {
     /// offline are replaced from the free pool, near them, else their guest shrinks.
     ///
     /// A block that comes online is present, on its node from `nodes` (`(index, node)` pairs,
-    /// [`crate::scan::block_nodes`]): it may have been in a hole when the inventory was
+    /// [`crate::inventory::block_nodes`]): it may have been in a hole when the inventory was
     /// built. One beyond the inventory's end grows it, up to [`MAX_BLOCKS`]; the guests then get
     /// a snapshot, since a delta cannot change the dimensions.
     pub(crate) fn blocks_changed(

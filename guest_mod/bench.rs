@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The request round-trip benchmark (`guest/bench_roundtrip`): requests sent one at a time,
+//! each timed until its answer and, for a grant, the update that reflects it.
+
+use crate::device::Guest;
+use crate::proto::message::{Motive, Request, RequestKind, Status, MOTIVE_MANUAL};
+use crate::request::send_request;
+use kernel::{
+    prelude::*,
+    time::{Instant, Monotonic},
+    virtio::virtqueue::Virtqueues,
+};
+
+/// Request round trips measured by [`bench_roundtrip`], in nanoseconds.
+pub(crate) struct RoundTrips {
+    pub(crate) n: usize,
+    /// Requests granted (in full or in part): their round trip ends with the update.
+    pub(crate) granted: usize,
+    pub(crate) p50: i64,
+    pub(crate) p99: i64,
+    pub(crate) max: i64,
+}
+
+/// Latency benchmark, guest to host and back: sends `n` requests, one at a time, alternately
+/// for one more CPU and giving one back, so that each one granted changes the allocation. A
+/// round trip ends when the answer has arrived and, for a grant, the guest has applied the
+/// update that reflects it (the "second update").
+pub(crate) fn bench_roundtrip(
+    vqs: &Virtqueues<Guest>,
+    n: usize,
+    first_id: u32,
+) -> Result<RoundTrips> {
+    let guest = vqs.handler();
+    let mut samples = KVec::with_capacity(n, GFP_KERNEL)?;
+    let mut granted = 0;
+    for i in 0..n {
+        let id = first_id.wrapping_add(i as u32);
+        let req = Request {
+            id,
+            kind: if i % 2 == 0 {
+                RequestKind::Cpus
+            } else {
+                RequestKind::ReleaseCpus
+            },
+            node: None,
+            amount: 1,
+            motive: Motive {
+                source: MOTIVE_MANUAL,
+                ..Motive::default()
+            },
+        };
+        let start = Instant::<Monotonic>::now();
+        send_request(vqs, &req)?;
+        // Answered, and for a grant, the update that reflects it applied.
+        let r = guest.wait_answer(2000, |r| {
+            r.last_response.is_some_and(|resp| {
+                resp.id == id
+                    && (!matches!(resp.status, Status::Granted | Status::Partial)
+                        || r.applied >= resp.generation)
+            })
+        })?;
+        if r.last_response
+            .is_some_and(|resp| matches!(resp.status, Status::Granted | Status::Partial))
+        {
+            granted += 1;
+        }
+        drop(r);
+        samples.push(start.elapsed().as_nanos(), GFP_KERNEL)?;
+    }
+    heapsort(&mut samples);
+    let at = |q: usize| {
+        samples
+            .get(n.saturating_sub(1) * q / 100)
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(RoundTrips {
+        n,
+        granted,
+        p50: at(50),
+        p99: at(99),
+        max: samples.last().copied().unwrap_or(0),
+    })
+}
+
+/// Sorts in place. (core's sort carries a panic path for inconsistent orderings that objtool
+/// flags in a module; an integer heapsort has none.)
+fn heapsort(v: &mut [i64]) {
+    fn sift(v: &mut [i64], mut root: usize, end: usize) {
+        loop {
+            let mut child = 2 * root + 1;
+            if child >= end {
+                return;
+            }
+            if child + 1 < end && v.get(child + 1) > v.get(child) {
+                child += 1;
+            }
+            if v.get(root) >= v.get(child) {
+                return;
+            }
+            v.swap(root, child);
+            root = child;
+        }
+    }
+    let n = v.len();
+    for start in (0..n / 2).rev() {
+        sift(v, start, n);
+    }
+    for end in (1..n).rev() {
+        v.swap(0, end);
+        sift(v, 0, end);
+    }
+}

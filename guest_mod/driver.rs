@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The virtio driver for the hwconvey device: probe, the queues' start, and unbind.
+//!
+//! The device is untrusted (a confidential guest must not trust its host): the configuration
+//! space is validated before anything is set up from it.
+
+use crate::device::Guest;
+use crate::proto::{
+    device::{
+        CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, EVENTQ, F_ACK, F_DELTA, F_REQUEST, VIRTIO_ID_HWCONVEY,
+    },
+    message::{HEADER_SIZE, MAX_MSG_SIZE},
+};
+use crate::receive::EVENT_BUFFERS;
+use crate::sampler::SampleTimer;
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::{
+    device::{Bound, Core},
+    global_lock,
+    prelude::*,
+    sync::{lock::GlobalLock, Arc},
+    time::hrtimer::{ArcHrTimerHandle, HrTimerPointer},
+    virtio::{self, virtqueue::Virtqueues},
+};
+
+global_lock! {
+    // SAFETY: Initialised by `init_current`, which every user of the lock waits for.
+    unsafe(uninit) static CURRENT: Mutex<Option<Arc<Virtqueues<Guest>>>> = None;
+}
+
+/// `CURRENT` was initialised: set once, by the first `init_current`. (A module's statics start
+/// afresh at each load.)
+static CURRENT_READY: AtomicBool = AtomicBool::new(false);
+
+/// Readies the record of the device the guest's files report on; called at module load, before
+/// the driver is registered. Only the first call does anything.
+pub(crate) fn init_current() {
+    if CURRENT_READY.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: This is the first call (module init runs once, on one thread) and no user of the
+    // lock has run: each checks `CURRENT_READY`, set only below.
+    unsafe { CURRENT.init() };
+    CURRENT_READY.store(true, Ordering::Release);
+}
+
+/// The record, once initialised.
+fn current_lock() -> Option<&'static GlobalLock<CURRENT>> {
+    CURRENT_READY.load(Ordering::Acquire).then_some(&CURRENT)
+}
+
+/// Makes `vqs` the device the files report on (the first device that probes).
+fn attach(vqs: &Arc<Virtqueues<Guest>>) {
+    let Some(lock) = current_lock() else {
+        return;
+    };
+    let mut cur = lock.lock();
+    if cur.is_none() {
+        *cur = Some(vqs.clone());
+    }
+}
+
+/// Forgets `vqs` if the files report on it.
+fn detach(vqs: &Virtqueues<Guest>) {
+    let Some(lock) = current_lock() else {
+        return;
+    };
+    let mut cur = lock.lock();
+    if cur.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
+        *cur = None;
+    }
+}
+
+/// The device the guest's files report on.
+pub(crate) fn current() -> Result<Arc<Virtqueues<Guest>>> {
+    current_lock()
+        .and_then(|lock| lock.lock().clone())
+        .ok_or(ENODEV)
+}
+
+/// The driver's data for a bound device.
+#[pin_data]
+pub(crate) struct GuestDevice {
+    // Dropped first: cancels the sampling timer, which holds a reference to the queues.
+    _sampler: ArcHrTimerHandle<SampleTimer>,
+    pub(crate) vqs: Arc<Virtqueues<Guest>>,
+}
+
+pub(crate) struct GuestDriver;
+
+kernel::virtio_device_table!(
+    VIRTIO_TABLE,
+    @none,
+    [virtio::DeviceId::new(VIRTIO_ID_HWCONVEY)]
+);
+
+impl GuestDriver {
+    fn setup(dev: &virtio::Device<Bound>) -> Result<Arc<Virtqueues<Guest>>> {
+        // SAFETY: Both fields lie within the device's configuration space (`CONFIG_SIZE` bytes,
+        // Documentation/protocol.rst), which every hwconvey device has.
+        let (max_msg, guest_id) = dev.read_config(|r| unsafe {
+            (
+                r.read_u32(CONFIG_MAX_MSG_SIZE as u32),
+                r.read_u32(CONFIG_GUEST_ID as u32),
+            )
+        })?;
+        // Messages from this device must fit the buffers this driver posts.
+        let max_msg = usize::try_from(max_msg)?;
+        if !(HEADER_SIZE..=MAX_MSG_SIZE).contains(&max_msg) {
+            dev_err!(
+                dev.as_ref(),
+                "bad max_msg_size {} in config space\n",
+                max_msg
+            );
+            return Err(EINVAL);
+        }
+        let vqs = Virtqueues::new(
+            dev,
+            &[c"events", c"requests"],
+            Guest::new(
+                dev.has_feature(F_DELTA),
+                dev.has_feature(F_ACK),
+                dev.has_feature(F_REQUEST),
+            ),
+        )?;
+        {
+            let mut q = vqs.lock();
+            for _ in 0..EVENT_BUFFERS {
+                q.add_inbuf(
+                    usize::from(EVENTQ),
+                    KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?,
+                )?;
+            }
+            q.kick(usize::from(EVENTQ))?;
+        }
+        dev_info!(
+            dev.as_ref(),
+            "hwconvey device: guest id {}, deltas {}, requests {}, acks {}\n",
+            guest_id,
+            dev.has_feature(F_DELTA),
+            dev.has_feature(F_REQUEST),
+            dev.has_feature(F_ACK)
+        );
+        dev.ready();
+        Ok(vqs)
+    }
+}
+
+impl virtio::Driver for GuestDriver {
+    type Data<'bound> = GuestDevice;
+
+    const ID_TABLE: virtio::IdTable = &VIRTIO_TABLE;
+    const FEATURES: &'static [u32] = &[F_DELTA, F_REQUEST, F_ACK];
+
+    fn probe<'bound>(
+        dev: &'bound virtio::Device<Core<'_>>,
+    ) -> impl PinInit<GuestDevice, Error> + 'bound {
+        let vqs = Self::setup(dev);
+        try_pin_init!(GuestDevice {
+            vqs: vqs?,
+            _sampler: Arc::pin_init(SampleTimer::new(vqs.clone()), GFP_KERNEL)?
+                .start(SampleTimer::period()),
+        })
+        // Only a device whose probe cannot fail any more gets the files.
+        .pin_chain(|this| {
+            attach(&this.vqs);
+            Ok(())
+        })
+    }
+
+    fn unbind<'bound>(dev: &'bound virtio::Device<Core<'_>>, this: Pin<&GuestDevice>) {
+        detach(&this.vqs);
+        let s = &this.vqs.handler().stats;
+        dev_info!(
+            dev.as_ref(),
+            "unbound: {} messages received ({} snapshots, {} deltas, {} responses), {} bad, {} sent\n",
+            s.received.load(Ordering::Relaxed),
+            s.snapshots.load(Ordering::Relaxed),
+            s.deltas.load(Ordering::Relaxed),
+            s.responses.load(Ordering::Relaxed),
+            s.bad.load(Ordering::Relaxed),
+            s.sent.load(Ordering::Relaxed),
+        );
+    }
+}
