@@ -10,16 +10,22 @@
 load_host
 load_guest
 vdpa mgmtdev show hwconvey | grep -q "max_supported_vqs 2" || fail "vdpa mgmtdev show does not list hwconvey"
-mark
 vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
-wait_log 'hwconvey_guest: generation [0-9]+: snapshot applied: host has [0-9]+ online CPUs'
-host_cpus=$(since | grep -oE 'snapshot applied: host has [0-9]+' | tail -1 | grep -oE '[0-9]+$')
-[ "$host_cpus" = "$(nproc)" ] || fail "the guest's copy has $host_cpus online CPUs, the host $(nproc)"
+wait_copy
+# "cpus <n> online <n> ...": the guest's copy counts the host's online CPUs.
+host_cpus=$(guest_online_cpus)
+[ "$host_cpus" = "$(nproc)" ] || fail "the guest's copy has $host_cpus online CPUs, the host $(nproc): $(cat $G/inventory)"
 note "host -> guest: snapshot of $host_cpus CPUs applied"
-mark
+# The guest acks what it applied; the ack reaches the host.
+wait_until 5 "no ack reached the host" at_least $H/hwc0/acks 1
+at_least $G/messages_received 1 || fail "guest messages_received: $(cat $G/messages_received)"
+at_least $G/messages_sent 1 || fail "guest messages_sent: $(cat $G/messages_sent)"
+[ "$(cat $H/hwc0/bad_messages) $(cat $G/bad_messages)" = "0 0" ] ||
+	fail "bad messages: host $(cat $H/hwc0/bad_messages), guest $(cat $G/bad_messages)"
 vdpa dev del hwc0 || fail "vdpa dev del"
-wait_log 'hwc0: device for guest [0-9]+ removed: [0-9]+ sent, [0-9]+ received \([0-9]+ requests, [1-9][0-9]* acks\), 0 bad'
-wait_log 'hwconvey virtio[0-9]+: unbound: [1-9][0-9]* messages received .*, 0 bad, [1-9][0-9]* sent'
+[ ! -e $H/hwc0 ] || fail "hwc0's host files outlived the device"
+[ "$(cat $H/devices)" = 0 ] || fail "host devices after the delete: $(cat $H/devices)"
+[ "$(cat $G/generation)" = none ] || fail "the guest still has a copy with no device: $(cat $G/generation)"
 note "guest -> host: ack received; device deleted, driver unbound"
 unload_all

@@ -10,10 +10,9 @@
 load_host
 load_guest
 for round in 1 2 3; do
-	mark
 	vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
 	bind hwc0 virtio_vdpa
-	wait_log 'snapshot applied'
+	wait_copy
 	pids=()
 	for w in 1 2 3; do
 		(for i in $(seq 2000); do echo "cpus 1" >$G/request 2>/dev/null || true; done) &

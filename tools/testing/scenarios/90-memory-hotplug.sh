@@ -21,7 +21,6 @@ victim=$(offline_a_block) || fail "no memory block could go offline"
 in_sync
 [ "$(cat $H/memory_events)" -gt "$events" ] || fail "the host saw no memory event"
 [ "$(online_blocks)" = $((before - 1)) ] || fail "host: $(online_blocks) blocks online, was $before"
-mark
 echo online >$M/memory$victim/state || fail "online memory$victim"
 in_sync
 [ "$(online_blocks)" = "$before" ] || fail "host: $(online_blocks) blocks online after onlining, want $before"

@@ -16,10 +16,9 @@ load_guest
 echo 60000 >$G/period_ms
 echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
-mark
 vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
-wait_log 'snapshot applied'
+wait_copy
 
 json=$("$CTL" --json status) || fail "hwconveyctl --json status"
 check() { # check PYTHON-EXPRESSION: about the JSON in $json, as v

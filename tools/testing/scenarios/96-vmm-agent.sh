@@ -20,10 +20,9 @@ load_guest
 echo 60000 >$G/period_ms
 echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
-mark
 vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
-wait_log 'snapshot applied'
+wait_copy
 
 d=$(mktemp -d)
 qemu-system-x86_64 -M pc -accel tcg,thread=multi -cpu qemu64 -smp 1,maxcpus=4 \
@@ -74,9 +73,9 @@ note "granted 128 MiB (block $block, node $node); agent: $(echo "$out" | sed 's/
 
 victim=$(allocated | sed -n 2p)
 before=$(vcpu_pins)
-mark
+gen=$(cat $G/generation)
 echo 0 >/sys/devices/system/cpu/cpu$victim/online || fail "offline cpu$victim"
-wait_log "hwconvey_guest: generation [0-9]+: delta applied"
+wait_until 10 "the guest applied no update after cpu$victim went offline" guest_past "$gen"
 out=$(agent) || fail "agent after the hotplug: $out"
 pins_follow "after cpu$victim went offline"
 # Stable pins: only the vCPU that was on cpu$victim moved.

@@ -17,25 +17,39 @@ skip() { echo "SKIP: $*"; exit 4; } # kselftest's KSFT_SKIP
 debug_kernel() { [ -e /sys/kernel/debug/kmemleak ]; }
 note() { echo "  $*"; }
 
-# mark: writes a marker into the kernel log, so that later checks only look
-# at what happened since.
-_marks=0
-mark() {
-	_marks=$((_marks + 1))
-	_mark="hwconvey-scenario-mark $$.$_marks"
-	echo "$_mark" >/dev/kmsg
-}
-since() { dmesg | sed -n "/$_mark\$/,\$p"; }
-
-# wait_log PATTERN [SECONDS]: waits until a kernel log line since the last
-# mark matches the extended regex PATTERN.
-wait_log() {
-	local i
-	for ((i = 0; i < ${2:-10} * 10; i++)); do
-		since | grep -qE "$1" && return 0
+# wait_until SECONDS WHAT CMD...: waits until CMD succeeds, trying every
+# 0.1 s; after SECONDS, fails saying WHAT did not happen. Scenarios wait on
+# state (sysfs, counters), never on the wording of the kernel log.
+wait_until() {
+	local t=$1 what=$2 i
+	shift 2
+	for ((i = 0; i < t * 10; i++)); do
+		"$@" && return 0
 		sleep 0.1
 	done
-	fail "no kernel log line matching '$1' within ${2:-10} s"
+	fail "$what within $t s"
+}
+
+# has_copy: the guest driver holds a copy of the host (it applied a snapshot).
+has_copy() {
+	local g
+	g=$(cat $G/generation 2>/dev/null) && [ -n "$g" ] && [ "$g" != none ]
+}
+# wait_copy [SECONDS]: waits until the guest has a copy of the host.
+wait_copy() { wait_until "${1:-10}" "no snapshot applied in the guest" has_copy; }
+
+# guest_online_cpus: the online CPUs the guest's copy counts.
+guest_online_cpus() { awk '{print $4}' $G/inventory; }
+# guest_past GENERATION: the guest applied an update after GENERATION.
+guest_past() {
+	local g
+	g=$(cat $G/generation 2>/dev/null) && [ "$g" != none ] && [ "$g" -gt "$1" ]
+}
+
+# at_least FILE N: FILE holds a number >= N.
+at_least() {
+	local v
+	v=$(cat "$1" 2>/dev/null) && [ "$v" -ge "$2" ] 2>/dev/null
 }
 
 # offline_a_block: takes offline the highest-numbered memory block that can
