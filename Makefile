@@ -38,6 +38,8 @@ bench:
 fmt:
 	rustfmt --edition 2021 host_mod/*.rs guest_mod/*.rs
 	cargo fmt --all
+	# cargo fmt does not follow include!, which brings in proto's module list.
+	rustfmt --edition 2021 proto/src/*.rs
 
 clean:
 	$(T)/modules.sh clean

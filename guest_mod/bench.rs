@@ -22,6 +22,12 @@ pub(crate) struct RoundTrips {
     pub(crate) max: i64,
 }
 
+/// How long one request may wait for its answer and update, and the whole benchmark for all:
+/// the host decides when answers come, and the sysfs write (and the module's unload) waits
+/// for the benchmark.
+const ANSWER_MS: u32 = 2000;
+const BUDGET_MS: i64 = 60_000;
+
 /// Latency benchmark, guest to host and back: sends `n` requests, one at a time, alternately
 /// for one more CPU and giving one back, so that each one granted changes the allocation. A
 /// round trip ends when the answer has arrived and, for a grant, the guest has applied the
@@ -32,7 +38,8 @@ pub(crate) fn bench_roundtrip(
     first_id: u32,
 ) -> Result<RoundTrips> {
     let guest = vqs.handler();
-    let mut samples = KVec::with_capacity(n, GFP_KERNEL)?;
+    let budget = Instant::<Monotonic>::now();
+    let mut samples = KVVec::with_capacity(n, GFP_KERNEL)?;
     let mut granted = 0;
     for i in 0..n {
         let id = first_id.wrapping_add(i as u32);
@@ -50,22 +57,29 @@ pub(crate) fn bench_roundtrip(
                 ..Motive::default()
             },
         };
+        if budget.elapsed().as_millis() > BUDGET_MS {
+            return Err(ETIMEDOUT);
+        }
+        guest.requests.lock().awaited = Some((id, None));
         let start = Instant::<Monotonic>::now();
         send_request(vqs, &req)?;
         // Answered, and for a grant, the update that reflects it applied.
-        let r = guest.wait_answer(2000, |r| {
-            r.last_response.is_some_and(|resp| {
-                resp.id == id
-                    && (!matches!(resp.status, Status::Granted | Status::Partial)
-                        || r.applied >= resp.generation)
-            })
-        })?;
-        if r.last_response
-            .is_some_and(|resp| matches!(resp.status, Status::Granted | Status::Partial))
-        {
+        let granted_now = {
+            let r = guest.wait_answer(ANSWER_MS, |r| match r.awaited {
+                Some((_, Some(resp))) => {
+                    !matches!(resp.status, Status::Granted | Status::Partial)
+                        || r.applied >= resp.generation
+                }
+                _ => false,
+            })?;
+            matches!(
+                r.awaited,
+                Some((_, Some(resp))) if matches!(resp.status, Status::Granted | Status::Partial)
+            )
+        };
+        if granted_now {
             granted += 1;
         }
-        drop(r);
         samples.push(start.elapsed().as_nanos(), GFP_KERNEL)?;
     }
     heapsort(&mut samples);

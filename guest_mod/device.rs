@@ -10,7 +10,7 @@ use crate::proto::{
     admission::TokenBucket,
     diff::Diff,
     in_kernel::{new_guest_copy, KGuestCopy},
-    message::Response,
+    message::{RequestKind, Response},
 };
 use crate::sampler::Sampler;
 use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use kernel::{
     new_condvar, new_mutex,
     prelude::*,
     sync::{CondVar, CondVarTimeoutResult, Mutex, MutexGuard},
-    time::{msecs_to_jiffies, Instant, Monotonic},
+    time::{msecs_to_jiffies, Instant, Jiffies, Monotonic},
 };
 
 /// Requests sent and not answered yet that the driver remembers; the oldest is forgotten first.
@@ -71,13 +71,34 @@ pub(crate) struct Received {
     pub(crate) log_budget: TokenBucket,
 }
 
+/// A request sent and not answered yet: what an answer to it may say.
+#[derive(Clone, Copy)]
+pub(crate) struct Pending {
+    pub(crate) id: u32,
+    pub(crate) kind: RequestKind,
+    pub(crate) amount: u32,
+}
+
+impl Pending {
+    /// Whether `resp` can be the answer to this request: same id and kind, and no more CPUs
+    /// than asked for (memory is granted in whole blocks, so its amount may round up).
+    pub(crate) fn answered_by(&self, resp: &Response) -> bool {
+        resp.id == self.id
+            && resp.kind == self.kind
+            && (self.kind == RequestKind::Memory || resp.amount <= self.amount)
+    }
+}
+
 /// The requests in flight and the host's answers.
 pub(crate) struct Requests {
-    /// Ids of the requests sent and not answered yet, oldest first, at most
-    /// [`OUTSTANDING_MAX`]: an answer counts once, and only for one of them.
-    pub(crate) outstanding: KVec<u32>,
+    /// The requests sent and not answered yet, oldest first, at most [`OUTSTANDING_MAX`]: an
+    /// answer counts once, and only for one of them.
+    pub(crate) outstanding: KVec<Pending>,
     /// The host's last answer.
     pub(crate) last_response: Option<Response>,
+    /// The request a waiter (the benchmark) waits for, and its answer once it came: answers
+    /// to other requests in between do not hide it.
+    pub(crate) awaited: Option<(u32, Option<Response>)>,
     /// The generation of the last applied update, as waiters for an answer's update see it.
     pub(crate) applied: u64,
     /// The host answered a snapshot request "busy": ask again at the next sample.
@@ -90,9 +111,11 @@ pub(crate) struct Requests {
 ///
 /// One lock per inner state, each guarding the fields of its type: [`Received`] (the copy),
 /// [`Requests`] (with the condition variable `answered`) and the [`Sampler`]. The order is
-/// `received` before `requests`; the receive path takes them one after the other, never
-/// nested, and `sampler` is taken alone. The atomics are counters and the features fixed at
-/// probe, each read on its own.
+/// the device's queues (`Virtqueues::lock`, held by the receive path around `receive`), then
+/// `received`, then `requests`; `received` and `requests` are taken one after the other,
+/// never nested, `sampler` is taken alone, and messages are sent (which takes the queues)
+/// with none of them held. The atomics are counters and the features fixed at probe, each
+/// read on its own.
 #[pin_data]
 pub(crate) struct Guest {
     #[pin]
@@ -147,6 +170,7 @@ impl Guest {
             requests <- new_mutex!(Requests {
                 outstanding: KVec::with_capacity(OUTSTANDING_MAX, GFP_KERNEL)?,
                 last_response: None,
+                awaited: None,
                 applied: 0,
                 snapshot_owed: false,
             }),
@@ -204,22 +228,27 @@ impl Guest {
         self.requests.lock().last_response
     }
 
-    /// Waits until `done` holds of the requests' state, for at most `timeout_ms` between two
-    /// wake-ups; returns the state, locked.
+    /// Waits until `done` holds of the requests' state, for at most `timeout_ms` in all
+    /// (wake-ups, which the host can cause at will, do not restart it); returns the state,
+    /// locked.
     pub(crate) fn wait_answer(
         &self,
         timeout_ms: u32,
         mut done: impl FnMut(&Requests) -> bool,
     ) -> Result<MutexGuard<'_, Requests>> {
+        let mut left: Jiffies = msecs_to_jiffies(timeout_ms);
         let mut r = self.requests.lock();
         while !done(&r) {
-            match self
-                .answered
-                .wait_interruptible_timeout(&mut r, msecs_to_jiffies(timeout_ms))
-            {
+            match self.answered.wait_interruptible_timeout(&mut r, left) {
                 CondVarTimeoutResult::Timeout => return Err(ETIMEDOUT),
                 CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
-                CondVarTimeoutResult::Woken { .. } => {}
+                CondVarTimeoutResult::Woken { jiffies: 0 } => {
+                    if done(&r) {
+                        break;
+                    }
+                    return Err(ETIMEDOUT);
+                }
+                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
             }
         }
         Ok(r)

@@ -144,12 +144,21 @@ impl Guest {
                 // host that makes answers up or replays them must not steer what the guest
                 // believes it asked for.
                 let mut requests = self.requests.lock();
-                let Some(i) = requests.outstanding.iter().position(|&id| id == resp.id) else {
+                let Some(i) = requests
+                    .outstanding
+                    .iter()
+                    .position(|p| p.answered_by(&resp))
+                else {
                     drop(requests);
                     return self.reject(ProtoError::Range);
                 };
                 let _ = requests.outstanding.remove(i);
                 requests.last_response = Some(resp);
+                if let Some((id, answer)) = requests.awaited.as_mut() {
+                    if *id == resp.id {
+                        *answer = Some(resp);
+                    }
+                }
                 if resp.kind == RequestKind::Snapshot && resp.status == Status::Busy {
                     requests.snapshot_owed = true;
                 }

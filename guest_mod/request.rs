@@ -3,7 +3,7 @@
 //! What the guest sends the host on the request queue: requests (projected, manual, or for a
 //! snapshot) and acknowledgements.
 
-use crate::device::{bump, Guest, OUTSTANDING_MAX};
+use crate::device::{bump, Guest, Pending, OUTSTANDING_MAX};
 use crate::proto::{
     device::REQUESTQ,
     message::{encode_request, Motive, Request, RequestKind, MAX_MSG_SIZE, MOTIVE_RESYNC},
@@ -41,13 +41,17 @@ pub(crate) fn send_request(vqs: &Virtqueues<Guest>, req: &Request) -> Result {
             let _ = r.outstanding.remove(0);
         }
         r.outstanding
-            .push_within_capacity(req.id)
+            .push_within_capacity(Pending {
+                id: req.id,
+                kind: req.kind,
+                amount: req.amount,
+            })
             .map_err(|_| ENOMEM)?;
     }
     let sent = send(vqs, |buf| Ok(encode_request(req, buf)?));
     if sent.is_err() {
         let mut r = guest.requests.lock();
-        if let Some(i) = r.outstanding.iter().rposition(|&id| id == req.id) {
+        if let Some(i) = r.outstanding.iter().rposition(|p| p.id == req.id) {
             let _ = r.outstanding.remove(i);
         }
     }

@@ -12,7 +12,7 @@ use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL};
 use crate::request::send_request;
 use crate::sampler::KNOBS;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     prelude::*,
     sync::Arc,
@@ -26,6 +26,8 @@ pub(crate) struct FileState {
     last_request: AtomicU64,
     /// The last round-trip benchmark.
     bench: kernel::sync::Arc<kernel::sync::Mutex<Option<RoundTrips>>>,
+    /// A benchmark is running: one at a time, each waits for its own answers.
+    bench_running: AtomicBool,
 }
 
 fn counter(page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
@@ -191,12 +193,16 @@ fn store_bench(k: &FileState, text: &str) -> Result {
         return Err(EINVAL);
     }
     let vqs = current()?;
+    if k.bench_running.swap(true, Ordering::Acquire) {
+        return Err(EBUSY);
+    }
     let first = vqs
         .handler()
         .next_request
         .fetch_add(n as u32, Ordering::Relaxed);
-    let result = bench_roundtrip(&vqs, n, first)?;
-    *k.bench.lock() = Some(result);
+    let result = bench_roundtrip(&vqs, n, first);
+    k.bench_running.store(false, Ordering::Release);
+    *k.bench.lock() = Some(result?);
     Ok(())
 }
 
@@ -346,17 +352,17 @@ fn show_inventory(_: &FileState, page: &mut Page<'_>) -> Result {
 /// One line per online CPU of the stored copy: "cpu <id> node <n|-> <free|mine|guest <g>|host>".
 fn show_cpus(_: &FileState, w: &mut Window<'_>) -> Result {
     let vqs = current()?;
-    // A copy, taken under the lock that applying the host's updates needs: the rendering, at
-    // every read(2) of a long list, runs without it.
-    let len = vqs.handler().with_copy(|copy| copy.stored().cpus().len());
-    let mut cpus = KVVec::with_capacity(len, GFP_KERNEL)?;
-    let me = vqs.handler().with_copy(|copy| {
-        for c in copy.stored().cpus().iter().take(len) {
+    // A copy, taken under the lock that applying the host's updates needs (in one go, so that
+    // an update cannot grow the table in between): the rendering, at every read(2) of a long
+    // list, runs without it.
+    let (cpus, me) = vqs.handler().with_copy(|copy| -> Result<_> {
+        let mut cpus = KVVec::with_capacity(copy.stored().cpus().len(), GFP_KERNEL)?;
+        for c in copy.stored().cpus() {
             // Within the capacity reserved above.
             let _ = cpus.push_within_capacity(*c);
         }
-        copy.me()
-    });
+        Ok((cpus, copy.me()))
+    })?;
     write_cpu_table(w, &cpus, me)
 }
 
@@ -416,6 +422,7 @@ impl GuestSysfs {
             FileState {
                 last_request: AtomicU64::new(0),
                 bench: kernel::sync::Arc::pin_init(kernel::new_mutex!(None), GFP_KERNEL)?,
+                bench_running: AtomicBool::new(false),
             },
             GFP_KERNEL,
         )?;

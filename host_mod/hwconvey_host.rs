@@ -55,7 +55,8 @@ module! {
 /// State shared by the module and every device.
 ///
 /// Lock order: `pin_lock`, then `state`, then `devices`, then `vms`; `last_push` and `sysfs`
-/// nest under none of them.
+/// nest under none of them, and a device's own `sysfs` lock nests under the host's `sysfs`
+/// (when a device gets its directory).
 #[pin_data]
 pub(crate) struct Host {
     /// The whole host, what each guest holds, and what the guests were told.

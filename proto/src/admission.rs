@@ -248,11 +248,7 @@ where
     N: Table<Node>,
 {
     let block_mib = inv.block_mib();
-    if want_mib == 0
-        || block_mib == 0
-        || !guest.is_guest()
-        || !node_valid(node, inv.dims().nodes)
-    {
+    if want_mib == 0 || block_mib == 0 || !guest.is_guest() || !node_valid(node, inv.dims().nodes) {
         return Plan::denied(Reason::Invalid);
     }
     let want = u64::from(want_mib).div_ceil(block_mib);

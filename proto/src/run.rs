@@ -623,10 +623,7 @@ mod tests {
             cpu(0, 1, None, PRESENT | ONLINE, Owner::FREE).validate(&d),
             Err(Error::Range)
         );
-        assert_eq!(
-            cpu(0, 1, None, PRESENT, Owner::FREE).validate(&d),
-            Ok(())
-        );
+        assert_eq!(cpu(0, 1, None, PRESENT, Owner::FREE).validate(&d), Ok(()));
         assert_eq!(cpu(0, 1, None, 0, Owner::FREE).validate(&d), Ok(()));
         assert_eq!(
             cpu(0, 1, NodeId::new(0), PRESENT, Owner(4)).validate(&d),
@@ -681,7 +678,9 @@ mod tests {
         assert_eq!(buf.get(2..4), Some(&[0xff, 0xff][..]));
         assert_eq!(Run::decode(&mut Reader::new(&buf))?, topo);
         // Node 0xfffe is an id, far beyond the two nodes of `dims()`.
-        buf = [KIND_CPU, PRESENT, 0xfe, 0xff, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        buf = [
+            KIND_CPU, PRESENT, 0xfe, 0xff, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
+        ];
         let run = Run::decode(&mut Reader::new(&buf))?;
         assert!(matches!(run, Run::Cpu { node: Some(n), .. } if n.get() == 0xfffe));
         assert_eq!(run.validate(&dims()), Err(Error::Range));

@@ -35,17 +35,33 @@ trap 'rm -f "$ktap" "$json"' EXIT
 
 rc=0
 python3 "$ksrc/tools/testing/kunit/kunit.py" parse --json="$json" "$ktap" || rc=$?
-# Count the cases from the parser's JSON: the suites' cases, and the suites
-# that reported no cases (they are the root's own test cases).
+# Count the cases from the parser's JSON, at every depth (a parameterised
+# case is a group of its own): leaves that passed or were skipped pass; any
+# other leaf, and every error the parser reported (a missing result line, a
+# plan that does not match), fail.
 python3 - "$json" <<'PY' || rc=1
 import json, sys
+passed = failed = skipped = 0
+def walk(group):
+    global passed, failed, skipped
+    for case in group.get("test_cases", []):
+        if case["status"] == "PASS":
+            passed += 1
+        elif case["status"] == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
+    for sub in group.get("sub_groups", []):
+        walk(sub)
 root = json.load(open(sys.argv[1]))
-cases = list(root["test_cases"])
-for suite in root["sub_groups"]:
-    cases += suite["test_cases"]
-passed = sum(case["status"] in ("PASS", "SKIP") for case in cases)
-failed = len(cases) - passed
-print(f"kunit: {passed} passed, {failed} failed")
+walk(root)
+# The root's counts include every group's; errors are what the parser could
+# not read (a missing result line, a plan that does not match).
+errors = root.get("misc", {}).get("errors", 0)
+if errors:
+    print(f"  the parser reported {errors} error(s) in the KTAP")
+failed += errors
+print(f"kunit: {passed + skipped} passed ({skipped} skipped), {failed} failed")
 sys.exit(1 if failed else 0)
 PY
 exit $rc

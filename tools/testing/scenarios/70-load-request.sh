@@ -41,6 +41,8 @@ idle_busy=$(awk -v s0="$s0" '$1 <= s0 && $1 > s0 - 6 {print $3}' $G/samples_rece
 pids=()
 for i in 1 2 3; do nice -n 10 bash -c 'while :; do :; done' & pids+=($!); done
 trap 'kill "${pids[@]}" 2>/dev/null' EXIT
+# The first sample taken with the load running.
+s_load=$(($(field $G/projection samples) + 1))
 last=
 for i in $(seq 300); do
 	[ "$(cat $H/hwc0/requests)" -ge 1 ] && break
@@ -63,9 +65,13 @@ grep -qE '^id [0-9]+ kind cpus amount [0-9]+ node (-|[0-9]+) motive 1 projection
 # much CPU an emulated VM gets, and so what its samples show, depends on what
 # else runs on the machine (the native projection tests assert the design's
 # 3 periods on clean steps). What is asserted: the proposal came from a
-# sample taken under the load.
+# sample taken with the load running, and the load showed in the samples.
 asked=$(awk -v s0="$s0" '$1 > s0 && $7 == 1 {print $1; exit}' <<<"$rec")
 [ -n "$asked" ] || fail "no proposal after the idle phase (sample $s0) in: $rec"
+[ "$asked" -ge "$s_load" ] || fail "the proposal (sample $asked) came before the load (sample $s_load): $rec"
+loaded_busy=$(awk -v l="$s_load" -v a="$asked" '$1 >= l && $1 <= a && $3 > m {m = $3} END {print m + 0}' <<<"$rec")
+[ "$loaded_busy" -ge $((idle_busy + 1000)) ] ||
+	fail "no sample up to the proposal shows the load (max $loaded_busy mCPU, idle $idle_busy): $rec"
 step=$(awk -v a="$asked" -v t="$((idle_busy + 1000))" '$1 <= a {n[NR] = $1; b[NR] = $3; last = NR}
 	END {s = ""; for (i = last; i >= 1 && b[i] >= t; i--) s = n[i]; print s}' <<<"$rec")
 if [ -n "$step" ]; then

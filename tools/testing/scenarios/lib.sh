@@ -18,16 +18,16 @@ debug_kernel() { [ -e /sys/kernel/debug/kmemleak ]; }
 note() { echo "  $*"; }
 
 # wait_until SECONDS WHAT CMD...: waits until CMD succeeds, trying every
-# 0.1 s; after SECONDS, fails saying WHAT did not happen. Scenarios wait on
-# state (sysfs, counters), never on the wording of the kernel log.
+# 0.1 s; after SECONDS of the clock (however slow CMD is), fails saying WHAT
+# did not happen. Scenarios wait on state (sysfs, counters), never on the
+# wording of the kernel log.
 wait_until() {
-	local t=$1 what=$2 i
+	local t=$1 what=$2 end=$((SECONDS + $1))
 	shift 2
-	for ((i = 0; i < t * 10; i++)); do
-		"$@" && return 0
+	until "$@"; do
+		[ $SECONDS -lt $end ] || fail "$what: not within $t s"
 		sleep 0.1
 	done
-	fail "$what within $t s"
 }
 
 # has_copy: the guest driver holds a copy of the host (it applied a snapshot).
@@ -40,11 +40,6 @@ wait_copy() { wait_until "${1:-10}" "no snapshot applied in the guest" has_copy;
 
 # guest_online_cpus: the online CPUs the guest's copy counts.
 guest_online_cpus() { awk '{print $4}' $G/inventory; }
-# guest_past GENERATION: the guest applied an update after GENERATION.
-guest_past() {
-	local g
-	g=$(cat $G/generation 2>/dev/null) && [ "$g" != none ] && [ "$g" -gt "$1" ]
-}
 
 # at_least FILE N: FILE holds a number >= N.
 at_least() {

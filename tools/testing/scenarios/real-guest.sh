@@ -48,16 +48,6 @@ range_list() {
 	tr ',' '\n' <"$1" | awk -F- 'NF { for (c = $1; c <= ($2 == "" ? $1 : $2); c++) print c }'
 }
 
-# wait_until SECONDS WHAT CMD...: polls CMD until it succeeds.
-wait_until() {
-	local t=$1 what=$2 end=$((SECONDS + $1))
-	shift 2
-	until "$@"; do
-		[ $SECONDS -lt $end ] || fail "$what: not within $t s"
-		sleep 0.3
-	done
-}
-
 # guest_in_sync: waits until the guest's copy is at the host's generation.
 guest_in_sync() {
 	local end=$((SECONDS + 60))

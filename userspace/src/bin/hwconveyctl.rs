@@ -43,7 +43,12 @@ enum Command {
     /// One attribute, e.g. host/initial_cpus.
     Get { path: String },
     /// Write one attribute, e.g. host/hwc0/quota_cpus 4.
-    Set { path: String, value: String },
+    Set {
+        path: String,
+        /// Written as given, in one write(2) (a value may start with "-").
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
     /// (guest) Ask the host for CPUs or memory (MiB) and wait for the answer;
     /// exit 1 unless granted.
     Request {
