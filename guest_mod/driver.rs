@@ -8,46 +8,78 @@
 use crate::device::Guest;
 use crate::proto::{
     device::{
-        CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, EVENTQ, F_ACK, F_DELTA, F_REQUEST, VIRTIO_ID_HWCONVEY,
+        CONFIG_GENERATION, CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, CONFIG_SIZE, EVENTQ, F_ACK,
+        F_DELTA, F_REQUEST, VIRTIO_ID_HWCONVEY,
     },
     message::{HEADER_SIZE, MAX_MSG_SIZE},
 };
 use crate::receive::EVENT_BUFFERS;
 use crate::sampler::SampleTimer;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{
     device::{Bound, Core},
     global_lock,
     prelude::*,
     sync::{lock::GlobalLock, Arc},
     time::hrtimer::{ArcHrTimerHandle, HrTimerPointer},
-    virtio::{self, virtqueue::Virtqueues},
+    virtio::{self, virtqueue::Virtqueues, ConfigReader, ConfigSpace},
 };
 
+/// The hwconvey device's configuration space (`Documentation/protocol.rst`): the driver reads
+/// it only through this layout.
+#[repr(C)]
+struct HwcConfig {
+    max_msg_size: u32,
+    guest_id: u32,
+    /// Informational; nothing synchronises on it.
+    generation: u64,
+}
+
+// SAFETY: Every hwconvey device has the protocol's `CONFIG_SIZE` bytes of configuration space
+// (`Documentation/protocol.rst`), which is this layout's size (asserted below).
+unsafe impl ConfigSpace for HwcConfig {
+    const DEVICE_ID: u32 = VIRTIO_ID_HWCONVEY;
+}
+
+// The layout is the protocol's.
+const _: () = assert!(
+    core::mem::size_of::<HwcConfig>() == CONFIG_SIZE
+        && offset_of!(HwcConfig, max_msg_size) == CONFIG_MAX_MSG_SIZE
+        && offset_of!(HwcConfig, guest_id) == CONFIG_GUEST_ID
+        && offset_of!(HwcConfig, generation) == CONFIG_GENERATION
+);
+
 global_lock! {
-    // SAFETY: Initialised by `init_current`, which every user of the lock waits for.
+    // SAFETY: Initialised by `init_current`; every user checks first that it was (`current_lock`).
     unsafe(uninit) static CURRENT: Mutex<Option<Arc<Virtqueues<Guest>>>> = None;
 }
 
-/// `CURRENT` was initialised: set once, by the first `init_current`. (A module's statics start
+/// Where `CURRENT` is: not initialised, being initialised, ready. (A module's statics start
 /// afresh at each load.)
-static CURRENT_READY: AtomicBool = AtomicBool::new(false);
+static CURRENT_STATE: AtomicU8 = AtomicU8::new(UNINIT);
+const UNINIT: u8 = 0;
+const INITING: u8 = 1;
+const READY: u8 = 2;
 
 /// Readies the record of the device the guest's files report on; called at module load, before
 /// the driver is registered. Only the first call does anything.
 pub(crate) fn init_current() {
-    if CURRENT_READY.load(Ordering::Acquire) {
+    if CURRENT_STATE
+        .compare_exchange(UNINIT, INITING, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         return;
     }
-    // SAFETY: This is the first call (module init runs once, on one thread) and no user of the
-    // lock has run: each checks `CURRENT_READY`, set only below.
+    // SAFETY: Only the one caller that moved the state from `UNINIT` gets here, once, and no
+    // user of the lock runs before the state is `READY`.
     unsafe { CURRENT.init() };
-    CURRENT_READY.store(true, Ordering::Release);
+    CURRENT_STATE.store(READY, Ordering::Release);
 }
 
 /// The record, once initialised.
 fn current_lock() -> Option<&'static GlobalLock<CURRENT>> {
-    CURRENT_READY.load(Ordering::Acquire).then_some(&CURRENT)
+    (CURRENT_STATE.load(Ordering::Acquire) == READY).then_some(&CURRENT)
 }
 
 /// Makes `vqs` the device the files report on (the first device that probes).
@@ -97,14 +129,12 @@ kernel::virtio_device_table!(
 
 impl GuestDriver {
     fn setup(dev: &virtio::Device<Bound>) -> Result<Arc<Virtqueues<Guest>>> {
-        // SAFETY: Both fields lie within the device's configuration space (`CONFIG_SIZE` bytes,
-        // Documentation/protocol.rst), which every hwconvey device has.
-        let (max_msg, guest_id) = dev.read_config(|r| unsafe {
-            (
-                r.read_u32(CONFIG_MAX_MSG_SIZE as u32),
-                r.read_u32(CONFIG_GUEST_ID as u32),
-            )
-        })?;
+        let (max_msg, guest_id) = dev.read_config(|r: &ConfigReader<'_, HwcConfig>| {
+            Ok::<_, Error>((
+                r.read_u32(offset_of!(HwcConfig, max_msg_size))?,
+                r.read_u32(offset_of!(HwcConfig, guest_id))?,
+            ))
+        })??;
         // Messages from this device must fit the buffers this driver posts.
         let max_msg = usize::try_from(max_msg)?;
         if !(HEADER_SIZE..=MAX_MSG_SIZE).contains(&max_msg) {
