@@ -240,14 +240,10 @@ impl Guest {
         let mut r = self.requests.lock();
         while !done(&r) {
             match self.answered.wait_interruptible_timeout(&mut r, left) {
+                // What came in the last jiffy counts.
+                CondVarTimeoutResult::Timeout if done(&r) => break,
                 CondVarTimeoutResult::Timeout => return Err(ETIMEDOUT),
                 CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
-                CondVarTimeoutResult::Woken { jiffies: 0 } => {
-                    if done(&r) {
-                        break;
-                    }
-                    return Err(ETIMEDOUT);
-                }
                 CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
             }
         }

@@ -36,8 +36,10 @@ struct HwcConfig {
     generation: u64,
 }
 
-// SAFETY: Every hwconvey device has the protocol's `CONFIG_SIZE` bytes of configuration space
-// (`Documentation/protocol.rst`), which is this layout's size (asserted below).
+// SAFETY: The protocol (`Documentation/protocol.rst`) defines `CONFIG_SIZE` bytes of
+// configuration space for every hwconvey device, whatever its features: this layout's size
+// (asserted below). A host that offers less is trusted only as far as the transport bounds the
+// read, as for any C driver's `virtio_cread()`.
 unsafe impl ConfigSpace for HwcConfig {
     const DEVICE_ID: u32 = VIRTIO_ID_HWCONVEY;
 }

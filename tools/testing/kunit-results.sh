@@ -43,18 +43,25 @@ python3 - "$json" <<'PY' || rc=1
 import json, sys
 passed = failed = skipped = 0
 def walk(group):
+    """Counts the leaves of group; returns how many passed."""
     global passed, failed, skipped
+    ok = 0
     for case in group.get("test_cases", []):
         if case["status"] == "PASS":
-            passed += 1
+            ok += 1
         elif case["status"] == "SKIP":
             skipped += 1
         else:
             failed += 1
-    for sub in group.get("sub_groups", []):
-        walk(sub)
+    passed += ok
+    return ok + sum(walk(sub) for sub in group.get("sub_groups", []))
 root = json.load(open(sys.argv[1]))
-walk(root)
+walk({"test_cases": root.get("test_cases", [])})
+# Every suite must pass a case: one that skipped them all proved nothing.
+for suite in root.get("sub_groups", []):
+    if walk(suite) == 0:
+        print(f"  suite {suite['name']}: no case passed")
+        failed += 1
 # The root's counts include every group's; errors are what the parser could
 # not read (a missing result line, a plan that does not match).
 errors = root.get("misc", {}).get("errors", 0)
