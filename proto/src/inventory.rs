@@ -21,50 +21,91 @@ pub const MAX_BLOCKS: u32 = 65536;
 /// Protocol limit on NUMA nodes.
 pub const MAX_NODES: u32 = 1024;
 
-/// A NUMA node id, 0 to 65534.
-///
-/// Where a component may have no node, or a request may name none, the field is an
-/// `Option<NodeId>`: the id is kept plus one, in a [`NonZeroU16`], so the `Option` is still two
-/// bytes and the tables of components, which the host keeps for every CPU and memory block,
-/// do not grow. The wire carries the id in 16 bits, and 0xffff for `None`.
-///
-/// # Invariants
-///
-/// The stored value is the id plus one: it is never 0, and the id is never `u16::MAX`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(NonZeroU16);
+/// Defines a 16-bit id type whose `Option` is two bytes: the id is kept plus one, in a
+/// [`NonZeroU16`], and the wire carries the id, or 0xffff for `None`.
+macro_rules! u16_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Invariants
+        ///
+        /// The stored value is the id plus one: it is never 0, and the id is never `u16::MAX`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(NonZeroU16);
+
+        impl $name {
+            #[doc = concat!("The ", $what, " `id`, or `None` for `u16::MAX`, the one value that ")]
+            #[doc = concat!("is not a ", $what, " id.")]
+            pub const fn new(id: u16) -> Option<Self> {
+                match id.checked_add(1) {
+                    // INVARIANT: the stored value is `id + 1`, not 0 since the addition did not
+                    // wrap.
+                    Some(stored) => match NonZeroU16::new(stored) {
+                        Some(stored) => Some(Self(stored)),
+                        None => None,
+                    },
+                    None => None,
+                }
+            }
+
+            /// The id.
+            pub const fn get(self) -> u16 {
+                // Never saturates: the stored value is at least 1 (type invariant).
+                self.0.get().saturating_sub(1)
+            }
+
+            /// The 16 bits that carry `id` on the wire: the id, or 0xffff for `None`. The
+            /// decoding is `new`.
+            pub(crate) const fn wire(id: Option<Self>) -> u16 {
+                match id {
+                    Some(id) => id.get(),
+                    None => u16::MAX,
+                }
+            }
+        }
+
+        impl TryFrom<u32> for $name {
+            type Error = Error;
+
+            /// The id; [`Error::Range`] if it does not fit in 16 bits or is `u16::MAX`.
+            fn try_from(id: u32) -> Result<Self> {
+                u16::try_from(id)
+                    .ok()
+                    .and_then(Self::new)
+                    .ok_or(Error::Range)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.get(), f)
+            }
+        }
+    };
+}
+
+u16_id!(
+    /// A NUMA node id, 0 to 65534.
+    ///
+    /// Where a component may have no node, or a request may name none, the field is an
+    /// `Option<NodeId>`, two bytes, so the tables of components, which the host keeps for every
+    /// CPU and memory block, do not grow.
+    NodeId,
+    "node"
+);
+
+u16_id!(
+    /// A physical package (socket) id, 0 to 65534.
+    ///
+    /// As [`NodeId`]: a CPU whose topology is not known has `None` in an `Option<PackageId>`.
+    PackageId,
+    "package"
+);
 
 impl NodeId {
-    /// Node `id`, or `None` for `u16::MAX`, the one value that is not a node id.
-    pub const fn new(id: u16) -> Option<Self> {
-        match id.checked_add(1) {
-            // INVARIANT: the stored value is `id + 1`, not 0 since the addition did not wrap.
-            Some(stored) => match NonZeroU16::new(stored) {
-                Some(stored) => Some(Self(stored)),
-                None => None,
-            },
-            None => None,
-        }
-    }
-
-    /// The node's id.
-    pub const fn get(self) -> u16 {
-        // Never saturates: the stored value is at least 1 (type invariant).
-        self.0.get().saturating_sub(1)
-    }
-
     /// The node's id, as an index into the node table.
     pub fn index(self) -> usize {
         usize::from(self.get())
-    }
-
-    /// The 16 bits that carry `node` on the wire: the id, or 0xffff for `None`. The decoding
-    /// is [`NodeId::new`].
-    pub(crate) const fn wire(node: Option<Self>) -> u16 {
-        match node {
-            Some(n) => n.get(),
-            None => u16::MAX,
-        }
     }
 
     /// Shows `node` as its id, or "-" for `None`: how sysfs files and logs print a node that
@@ -84,82 +125,6 @@ impl fmt::Display for NodeText {
             Some(id) => fmt::Display::fmt(&id, f),
             None => f.write_str("-"),
         }
-    }
-}
-
-impl TryFrom<u32> for NodeId {
-    type Error = Error;
-
-    /// Node `id`; [`Error::Range`] if it does not fit in a node field.
-    fn try_from(id: u32) -> Result<Self> {
-        u16::try_from(id)
-            .ok()
-            .and_then(Self::new)
-            .ok_or(Error::Range)
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.get(), f)
-    }
-}
-
-/// A physical package (socket) id, 0 to 65534.
-///
-/// As [`NodeId`]: a CPU whose topology is not known has `None` in an `Option<PackageId>`,
-/// which is two bytes, and the wire carries 0xffff for it.
-///
-/// # Invariants
-///
-/// The stored value is the id plus one: it is never 0, and the id is never `u16::MAX`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PackageId(NonZeroU16);
-
-impl PackageId {
-    /// Package `id`, or `None` for `u16::MAX`, the one value that is not a package id.
-    pub const fn new(id: u16) -> Option<Self> {
-        match id.checked_add(1) {
-            // INVARIANT: the stored value is `id + 1`, not 0 since the addition did not wrap.
-            Some(stored) => match NonZeroU16::new(stored) {
-                Some(stored) => Some(Self(stored)),
-                None => None,
-            },
-            None => None,
-        }
-    }
-
-    /// The package's id.
-    pub const fn get(self) -> u16 {
-        // Never saturates: the stored value is at least 1 (type invariant).
-        self.0.get().saturating_sub(1)
-    }
-
-    /// The 16 bits that carry `package` on the wire: the id, or 0xffff for `None`. The
-    /// decoding is [`PackageId::new`].
-    pub(crate) const fn wire(package: Option<Self>) -> u16 {
-        match package {
-            Some(p) => p.get(),
-            None => u16::MAX,
-        }
-    }
-}
-
-impl TryFrom<u32> for PackageId {
-    type Error = Error;
-
-    /// Package `id`; [`Error::Range`] if it does not fit in a package field.
-    fn try_from(id: u32) -> Result<Self> {
-        u16::try_from(id)
-            .ok()
-            .and_then(Self::new)
-            .ok_or(Error::Range)
-    }
-}
-
-impl fmt::Display for PackageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.get(), f)
     }
 }
 
