@@ -57,6 +57,17 @@ if grep -qE '^(warning|error)' "$logs/clippy"; then
 	failed=$((failed + 1))
 fi
 
+if [ "${HWC_KCONFIG:-normal}" = debug ]; then
+	# The real guests boot the normal kernel, with a guest module built for it:
+	# a debug kernel under TCG inside the debug test VM does not come up in
+	# the VM's time (the guest module is the same code either way).
+	HWC_GUEST_KDIR=${HWC_GUEST_KDIR:-$(HWC_KCONFIG=normal "$here/build-kernel.sh")}
+	HWC_GUEST_KO=${HWC_GUEST_KO:-$("$here/guest-module.sh" "$HWC_GUEST_KDIR")}
+	export HWC_GUEST_KDIR HWC_GUEST_KO
+	# The debug kernel runs the same scenarios several times slower.
+	HWC_VM_TIMEOUT=${HWC_VM_TIMEOUT:-7200}
+fi
+
 log "KUnit suites and scenarios in the VM"
 set +e
 # movablecore: half the memory in ZONE_MOVABLE, so that memory blocks can go
