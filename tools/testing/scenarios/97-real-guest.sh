@@ -79,8 +79,15 @@ note "memory$block offline and online: the guest's diff counted both"
 gsh "echo 100 >$G/period_ms" || fail "period_ms"
 responses=$(gfield responses)
 gsh 'for i in 1 2 3; do (while :; do :; done) & echo $! >>/tmp/load.pids; done' || fail "load"
-wait_until 120 "a CPU request from the guest's projection" \
-	eval '[ "$(range_list $H/hwc0/cpus | wc -l)" = 3 ]'
+granted_third() { [ "$(range_list $H/hwc0/cpus | wc -l)" = 3 ]; }
+end=$((SECONDS + 120))
+until granted_third; do
+	[ $SECONDS -lt $end ] || fail "no CPU granted to the guest's projection within 120 s:" \
+		"host: requests $(cat $H/hwc0/requests), last request $(cat $H/hwc0/last_request)," \
+		"last response $(cat $H/hwc0/last_response), CPUs $(cat $H/hwc0/cpus), free $(cat $H/free_cpus);" \
+		"guest: $(gfield projection); last samples: $(gsh tail -4 $G/samples_recent | tr '\n' ';')"
+	sleep 0.3
+done
 # The projection sleeps before the load goes, so that it cannot hand the CPU back.
 gsh "echo 60000 >$G/period_ms" || fail "period_ms"
 gsh 'kill $(cat /tmp/load.pids)' || fail "stopping the load"
