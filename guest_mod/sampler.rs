@@ -5,6 +5,11 @@
 //! The timer only schedules the device's work; sampling, projecting and sending a request run
 //! there, in process context. Each sample sums the CPU time of the online CPUs since the last
 //! one and reads the run queue, memory in use and CPU pressure.
+//!
+//! A CPU's busy time is the time it was neither idle nor stolen, not the kernel's tick-sampled
+//! busy time: a vCPU that its host runs late, without reporting steal time for it, loses ticks
+//! and would look idler than it is the busier its host gets, while its idle time is measured
+//! from idle entry to exit.
 
 use crate::proto::{
     inventory::Allocation,
@@ -79,11 +84,18 @@ pub(crate) struct Past {
     pub(crate) proposed: bool,
 }
 
+/// One possible CPU at the last sample.
+#[derive(Clone, Copy, Default)]
+struct CpuAt {
+    times: load::CpuTimes,
+    online: bool,
+}
+
 /// The sampling state of one device.
 pub(crate) struct Sampler {
     projector: Projector,
-    /// Busy and steal time of each possible CPU at the last sample.
-    prev: KVec<load::CpuTimes>,
+    /// Each possible CPU at the last sample.
+    prev: KVec<CpuAt>,
     prev_at: Option<Instant<Monotonic>>,
     pub(crate) report: Report,
     /// The last [`HISTORY`] samples, oldest first once full (a ring at `report.samples`).
@@ -95,7 +107,7 @@ impl Sampler {
         let n = cpu::nr_cpu_ids() as usize;
         Ok(Self {
             projector: Projector::new(KNOBS.params()?),
-            prev: KVec::from_elem(load::CpuTimes::default(), n, GFP_KERNEL)?,
+            prev: KVec::from_elem(CpuAt::default(), n, GFP_KERNEL)?,
             prev_at: None,
             report: Report::default(),
             history: [Past::default(); HISTORY],
@@ -106,26 +118,34 @@ impl Sampler {
     /// what the host says this guest holds; its memory is what it runs with.
     pub(crate) fn sample(&mut self, held_cpus: u32, block_mib: u64) -> Option<Proposal> {
         let now = Instant::<Monotonic>::now();
+        // None at the first sample, which only sets the baseline.
+        let elapsed = self
+            .prev_at
+            .replace(now)
+            .map(|at| u64::try_from((now - at).as_nanos()).unwrap_or(0).max(1));
         let mut busy = 0u64;
         let mut steal = 0u64;
         for c in cpu::possible_cpus() {
             let Some(prev) = self.prev.get_mut(c.as_u32() as usize) else {
                 continue;
             };
-            let t = load::cpu_times(c);
-            if c.is_online() {
-                busy = busy.saturating_add(t.busy.saturating_sub(prev.busy));
-                steal = steal.saturating_add(t.steal.saturating_sub(prev.steal));
+            let at = CpuAt {
+                times: load::cpu_times(c),
+                online: c.is_online(),
+            };
+            // Only a CPU online at both samples was there for the whole period. (One that
+            // went offline and came back in between looks busy for the time it was away: a
+            // hotplug is rarer than a sample.)
+            if let (Some(elapsed), true, true) = (elapsed, prev.online, at.online) {
+                // The idle counters may step back a little (iowait is counted remotely).
+                let idle = at.times.idle.saturating_sub(prev.times.idle);
+                let stolen = at.times.steal.saturating_sub(prev.times.steal).min(elapsed);
+                busy = busy.saturating_add(elapsed.saturating_sub(idle).saturating_sub(stolen));
+                steal = steal.saturating_add(stolen);
             }
-            *prev = t;
+            *prev = at;
         }
-        let Some(prev_at) = self.prev_at.replace(now) else {
-            // The first sample only sets the baseline.
-            return None;
-        };
-        let elapsed = u64::try_from((now - prev_at).as_nanos())
-            .unwrap_or(0)
-            .max(1);
+        let elapsed = elapsed?;
         let mcpu = |ns: u64| u32::try_from(ns.saturating_mul(1000) / elapsed).unwrap_or(u32::MAX);
         let mem = load::memory();
         let sample = Sample {
