@@ -6,10 +6,11 @@
 //! there, in process context. Each sample sums the CPU time of the online CPUs since the last
 //! one and reads the run queue, memory in use and CPU pressure.
 //!
-//! A CPU's busy time is the time it was neither idle nor stolen, not the kernel's tick-sampled
-//! busy time: a vCPU that its host runs late, without reporting steal time for it, loses ticks
-//! and would look idler than it is the busier its host gets, while its idle time is measured
-//! from idle entry to exit.
+//! A CPU's busy and stolen time over a period are its shares of the time the kernel accounted
+//! to it (busy, idle and stolen, as `/proc/stat` shows them and `top` divides them), applied to
+//! the period: not the busy time against the clock. A vCPU that its host runs late, without
+//! reporting steal time for it, loses ticks, busy ones and idle ones alike, so its accounted
+//! times fall short of the period the busier its host gets, while their shares hold.
 
 use crate::proto::{
     inventory::Allocation,
@@ -133,15 +134,11 @@ impl Sampler {
                 times: load::cpu_times(c),
                 online: c.is_online(),
             };
-            // Only a CPU online at both samples was there for the whole period. (One that
-            // went offline and came back in between looks busy for the time it was away: a
-            // hotplug is rarer than a sample.)
+            // Only a CPU online at both samples was there for the whole period.
             if let (Some(elapsed), true, true) = (elapsed, prev.online, at.online) {
-                // The idle counters may step back a little (iowait is counted remotely).
-                let idle = at.times.idle.saturating_sub(prev.times.idle);
-                let stolen = at.times.steal.saturating_sub(prev.times.steal).min(elapsed);
-                busy = busy.saturating_add(elapsed.saturating_sub(idle).saturating_sub(stolen));
-                steal = steal.saturating_add(stolen);
+                let (b, s) = shares(&prev.times, &at.times, elapsed);
+                busy = busy.saturating_add(b);
+                steal = steal.saturating_add(s);
             }
             *prev = at;
         }
@@ -186,6 +183,26 @@ impl Sampler {
         }
         proposal
     }
+}
+
+/// The busy and stolen time of one CPU over a period of `elapsed` ns, from its accounted times
+/// at both ends: each one's share of what was accounted, applied to `elapsed`. Nothing
+/// accounted (a CPU that lost every tick of the period) is nothing known: no time.
+fn shares(prev: &load::CpuTimes, now: &load::CpuTimes, elapsed: u64) -> (u64, u64) {
+    // The idle counters may step back a little (iowait is counted remotely).
+    let busy = now.busy.saturating_sub(prev.busy);
+    let idle = now.idle.saturating_sub(prev.idle);
+    let steal = now.steal.saturating_sub(prev.steal);
+    let total = busy.saturating_add(idle).saturating_add(steal);
+    // In parts per million, so that the products stay in range for periods up to hours.
+    let share = |part: u64| {
+        let ppm = part
+            .saturating_mul(1_000_000)
+            .checked_div(total)
+            .unwrap_or(0);
+        elapsed.saturating_mul(ppm) / 1_000_000
+    };
+    (share(busy), share(steal))
 }
 
 /// The periodic timer that asks the device's work for a sample.
