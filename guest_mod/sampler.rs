@@ -8,13 +8,14 @@
 //!
 //! A CPU's busy and stolen time over a period are its shares of the time the kernel accounted
 //! to it (busy, idle and stolen, as `/proc/stat` shows them and `top` divides them), applied to
-//! the period: not the busy time against the clock. A vCPU that its host runs late, without
-//! reporting steal time for it, loses ticks, busy ones and idle ones alike, so its accounted
-//! times fall short of the period the busier its host gets, while their shares hold.
+//! the period: not its busy time against the clock. A vCPU that its host runs late, without
+//! reporting steal time for it, loses busy ticks, so its busy time falls short of the period
+//! the busier its host gets; idle time measured while the tick is stopped loses nothing, so a
+//! wholly busy CPU still shows wholly busy, though a partly busy one may look idler than it is.
 
 use crate::proto::{
     inventory::Allocation,
-    projection::{Params, Projector, Proposal, Sample},
+    projection::{Accounted, Params, Projector, Proposal, Sample, Shares},
 };
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::{
@@ -85,11 +86,13 @@ pub(crate) struct Past {
     pub(crate) proposed: bool,
 }
 
-/// One possible CPU at the last sample.
+/// One possible CPU at the start of the current period.
 #[derive(Clone, Copy, Default)]
 struct CpuAt {
-    times: load::CpuTimes,
+    times: Accounted,
     online: bool,
+    /// Its shares in the last period that said something, for one that says nothing.
+    shares: Shares,
 }
 
 /// The sampling state of one device.
@@ -130,17 +133,38 @@ impl Sampler {
             let Some(prev) = self.prev.get_mut(c.as_u32() as usize) else {
                 continue;
             };
-            let at = CpuAt {
-                times: load::cpu_times(c),
-                online: c.is_online(),
+            let t = load::cpu_times(c);
+            let times = Accounted {
+                busy: t.busy,
+                idle: t.idle,
+                steal: t.steal,
             };
-            // Only a CPU online at both samples was there for the whole period.
-            if let (Some(elapsed), true, true) = (elapsed, prev.online, at.online) {
-                let (b, s) = shares(&prev.times, &at.times, elapsed);
-                busy = busy.saturating_add(b);
-                steal = steal.saturating_add(s);
-            }
-            *prev = at;
+            let online = c.is_online();
+            // Only a CPU online at both ends was there for the whole period.
+            let (Some(elapsed), true, true) = (elapsed, prev.online, online) else {
+                *prev = CpuAt {
+                    times,
+                    online,
+                    shares: Shares::default(),
+                };
+                continue;
+            };
+            // A period that says nothing about the CPU takes the shares of the last one that
+            // did, and the next period starts where this one did.
+            let shares = match times.shares_since(&prev.times) {
+                Some(shares) => {
+                    *prev = CpuAt {
+                        times,
+                        online,
+                        shares,
+                    };
+                    shares
+                }
+                None => prev.shares,
+            };
+            let (b, s) = shares.of(elapsed);
+            busy = busy.saturating_add(b);
+            steal = steal.saturating_add(s);
         }
         let elapsed = elapsed?;
         let mcpu = |ns: u64| u32::try_from(ns.saturating_mul(1000) / elapsed).unwrap_or(u32::MAX);
@@ -183,26 +207,6 @@ impl Sampler {
         }
         proposal
     }
-}
-
-/// The busy and stolen time of one CPU over a period of `elapsed` ns, from its accounted times
-/// at both ends: each one's share of what was accounted, applied to `elapsed`. Nothing
-/// accounted (a CPU that lost every tick of the period) is nothing known: no time.
-fn shares(prev: &load::CpuTimes, now: &load::CpuTimes, elapsed: u64) -> (u64, u64) {
-    // The idle counters may step back a little (iowait is counted remotely).
-    let busy = now.busy.saturating_sub(prev.busy);
-    let idle = now.idle.saturating_sub(prev.idle);
-    let steal = now.steal.saturating_sub(prev.steal);
-    let total = busy.saturating_add(idle).saturating_add(steal);
-    // In parts per million, so that the products stay in range for periods up to hours.
-    let share = |part: u64| {
-        let ppm = part
-            .saturating_mul(1_000_000)
-            .checked_div(total)
-            .unwrap_or(0);
-        elapsed.saturating_mul(ppm) / 1_000_000
-    };
-    (share(busy), share(steal))
 }
 
 /// The periodic timer that asks the device's work for a sample.

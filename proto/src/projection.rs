@@ -128,6 +128,62 @@ impl Holt {
     }
 }
 
+/// Cumulative time the kernel accounted to one CPU, in nanoseconds (the `/proc/stat` figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accounted {
+    /// Busy: user, system and interrupts. Sampled by the tick.
+    pub busy: u64,
+    /// Idle and waiting for I/O. Measured while the tick is stopped in idle.
+    pub idle: u64,
+    /// Stolen by the hypervisor.
+    pub steal: u64,
+}
+
+impl Accounted {
+    /// The shares of busy and stolen time in what was accounted to a CPU since `prev` (as `top`
+    /// divides `/proc/stat`). Lost ticks shrink what is accounted but not, for a CPU that is
+    /// wholly busy or wholly idle, the shares.
+    ///
+    /// `None` when the period says nothing: nothing was accounted (a vCPU whose every tick
+    /// came late), or idle time stepped back (iowait is decided remotely, and two reads can
+    /// both miss an idle period in progress). The caller then keeps `prev` as the start of the
+    /// next period.
+    pub fn shares_since(&self, prev: &Accounted) -> Option<Shares> {
+        let idle = self.idle.checked_sub(prev.idle)?;
+        let busy = self.busy.saturating_sub(prev.busy);
+        let steal = self.steal.saturating_sub(prev.steal);
+        let total = busy.saturating_add(idle).saturating_add(steal);
+        let ppm = |part: u64| {
+            let v = part.saturating_mul(PPM).checked_div(total)?;
+            u32::try_from(v).ok()
+        };
+        Some(Shares {
+            busy_ppm: ppm(busy)?,
+            steal_ppm: ppm(steal)?,
+        })
+    }
+}
+
+const PPM: u64 = 1_000_000;
+
+/// Shares of a CPU's time, in parts per million.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shares {
+    /// Busy.
+    pub busy_ppm: u32,
+    /// Stolen.
+    pub steal_ppm: u32,
+}
+
+impl Shares {
+    /// The busy and stolen time these shares make of a period of `elapsed` ns; in range for
+    /// periods of hours.
+    pub fn of(&self, elapsed: u64) -> (u64, u64) {
+        let part = |ppm: u32| elapsed.saturating_mul(u64::from(ppm)) / PPM;
+        (part(self.busy_ppm), part(self.steal_ppm))
+    }
+}
+
 /// One sample of the guest's own load, summed over its CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Sample {

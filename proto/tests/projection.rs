@@ -13,7 +13,7 @@ mod common;
 
 use common::Rng;
 use hwconvey_proto::inventory::Allocation;
-use hwconvey_proto::projection::{Params, Projector, Proposal, Sample};
+use hwconvey_proto::projection::{Accounted, Params, Projector, Proposal, Sample};
 
 /// Feeds `trace` (demand in milli-CPUs per sample) to a guest holding
 /// `cpus`, applying every CPU grant at once; returns the sample index of
@@ -187,4 +187,53 @@ fn params_are_validated() {
     }
     .validate()
     .is_err());
+}
+
+const MS: u64 = 1_000_000;
+
+fn acc(busy: u64, idle: u64, steal: u64) -> Accounted {
+    Accounted { busy, idle, steal }
+}
+
+/// Busy and stolen time over a period of `elapsed` ns from `prev` to `now`.
+fn over(now: Accounted, prev: Accounted, elapsed: u64) -> Option<(u64, u64)> {
+    now.shares_since(&prev).map(|s| s.of(elapsed))
+}
+
+#[test]
+fn shares_hold_when_ticks_are_lost() {
+    let start = acc(1000 * MS, 5000 * MS, 0);
+    // Wholly busy over 100 ms, but only one 4 ms tick was accounted: still 100 ms busy.
+    let busy = acc(1004 * MS, 5000 * MS, 0);
+    assert_eq!(over(busy, start, 100 * MS), Some((100 * MS, 0)));
+    // Wholly idle with the tick stopped: idle measured in full, nothing busy.
+    let idle = acc(1000 * MS, 5100 * MS, 0);
+    assert_eq!(over(idle, start, 100 * MS), Some((0, 0)));
+    // Half busy, half stolen.
+    let stolen = acc(1020 * MS, 5000 * MS, 20 * MS);
+    assert_eq!(over(stolen, start, 100 * MS), Some((50 * MS, 50 * MS)));
+    // A quarter busy.
+    let quarter = acc(1025 * MS, 5075 * MS, 0);
+    assert_eq!(over(quarter, start, 100 * MS), Some((25 * MS, 0)));
+}
+
+#[test]
+fn a_period_that_says_nothing_is_unknown() {
+    let start = acc(1000 * MS, 5000 * MS, 7);
+    // No tick accounted and no idle time: nothing known.
+    assert_eq!(start.shares_since(&start), None);
+    // Idle stepped back (an idle period in progress missed by the second read).
+    let back = acc(1004 * MS, 4990 * MS, 7);
+    assert_eq!(back.shares_since(&start), None);
+}
+
+#[test]
+fn shares_stay_in_range_for_long_periods() {
+    let hour = 3_600_000 * MS;
+    let start = acc(u64::MAX / 2, 0, 0);
+    let later = acc(u64::MAX / 2 + hour / 2, hour / 2, 0);
+    assert_eq!(over(later, start, hour), Some((hour / 2, 0)));
+    // Never more than the period, whatever the counters say.
+    let (b, s) = over(acc(u64::MAX, 1, u64::MAX), acc(0, 0, 0), hour).unwrap();
+    assert!(b <= hour && s <= hour && b + s <= hour, "{b} {s}");
 }

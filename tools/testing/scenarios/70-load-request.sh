@@ -36,13 +36,14 @@ idle_busy=$(awk -v s0="$s0" '$1 <= s0 && $1 > s0 - 6 {print $3}' $G/samples_rece
 	awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : ""}')
 [ -n "$idle_busy" ] || fail "no idle samples in: $(cat $G/samples_recent)"
 
+# The first sample whose period can hold the load: read before the load starts, since on a
+# busy machine reading it afterwards can take several periods, all of them loaded.
+s_load=$(($(field $G/projection samples) + 1))
 # The load runs at nice 10: it is busy time all the same (the sampling counts
 # nice time), and the scenario's own reads of the record are not starved.
 pids=()
 for i in 1 2 3; do nice -n 10 bash -c 'while :; do :; done' & pids+=($!); done
 trap 'kill "${pids[@]}" 2>/dev/null' EXIT
-# The first sample taken with the load running.
-s_load=$(($(field $G/projection samples) + 1))
 last=
 for i in $(seq 300); do
 	[ "$(cat $H/hwc0/requests)" -ge 1 ] && break
