@@ -547,6 +547,13 @@ impl HwconveyHost {
         let mut state = HostState::new(inventory)?;
         // Until the inventory is built again after the hotplug registrations.
         state.reported = Some(state::Reported::default());
+        Host::new(state)
+    }
+}
+
+impl Host {
+    /// A host with `state`, no device, and no sysfs directory yet.
+    fn new(state: HostState) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Host {
                 state <- new_mutex!(state),
@@ -574,11 +581,11 @@ mod tests {
     use super::proto::in_kernel::{new_inventory, KGuestCopy, KInventory, Text};
     use super::proto::inventory::{Cpu, MemBlock, NodeId, PackageId, PRESENT};
     use super::proto::inventory::{Owner, ONLINE};
-    use super::proto::message::Status;
     use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE};
     use super::proto::message::{Motive, Request, RequestKind};
+    use super::proto::message::{Reason, Response, Status};
     use super::state::{HostState, Publication};
-    use super::sysfs::{write_blocks_of, write_cpu_table, write_cpus_of};
+    use super::sysfs::{write_blocks_of, write_cpu_table, write_cpus_of, DEVICE_ATTRS, HOST_ATTRS};
     use kernel::prelude::*;
     use kernel::sysfs::Window;
     use kernel::time::{Instant, Monotonic};
@@ -911,6 +918,79 @@ mod tests {
             guest_blocks.0.len(),
             table.0.len()
         );
+        Ok(())
+    }
+
+    /// No sysfs file of the host or of a device fails for want of room on the largest host the
+    /// design targets, fragmented (every other CPU and block to one guest): an ordinary file
+    /// renders whole into the page a read gets, a list renders its first page.
+    #[test]
+    fn every_file_fits_on_the_largest_host() -> Result {
+        let mut st = HostState::new(large_inventory()?)?;
+        st.add_guest(1, 0)?;
+        let d = st.inventory.dims();
+        for id in (0..d.cpus).step_by(2) {
+            st.inventory.cpu_mut(id).ok_or(EINVAL)?.owner = Owner(1);
+        }
+        for index in (0..d.blocks).step_by(2) {
+            st.inventory.block_mut(index).ok_or(EINVAL)?.owner = Owner(1);
+        }
+        // The longest request and answer lines there are.
+        let guest = st.guest_mut(1).ok_or(EINVAL)?;
+        guest.last_request = Some(Request {
+            id: u32::MAX,
+            kind: RequestKind::ReleaseMemory,
+            node: NodeId::new(u16::MAX - 1),
+            amount: u32::MAX,
+            motive: Motive {
+                demand: u32::MAX,
+                held: u32::MAX,
+                level: u32::MAX,
+                trend: i32::MIN,
+                horizon: u16::MAX,
+                source: u16::MAX,
+            },
+        });
+        guest.last_response = Some(Response {
+            id: u32::MAX,
+            kind: RequestKind::ReleaseMemory,
+            status: Status::Partial,
+            reason: Reason::RateLimited,
+            amount: u32::MAX,
+            generation: u64::MAX,
+        });
+        let host = super::Host::new(st)?;
+        let dev = kernel::sync::Arc::new(
+            super::device::DevInfo {
+                guest_id: 1,
+                host: Some(host.clone()),
+                ..Default::default()
+            },
+            GFP_KERNEL,
+        )?;
+        let mut page = KVec::from_elem(0u8, kernel::page::PAGE_SIZE, GFP_KERNEL)?;
+        // What each rendered: an ordinary file, a list, or nothing for want of a bound vDPA
+        // device (the files that read its rings' state), which a `DevInfo` alone lacks.
+        let (mut pages, mut lists, mut unbound) = (0, 0, 0);
+        let mut tally = |name: &CStr, is_list: bool, rendered: Result<usize>| -> Result {
+            match rendered {
+                Ok(_) if is_list => lists += 1,
+                Ok(_) => pages += 1,
+                Err(e) if e == ENODEV => unbound += 1,
+                Err(e) => {
+                    pr_err!("{name:?} does not render: {e:?}\n");
+                    return Err(e);
+                }
+            }
+            Ok(())
+        };
+        for attr in HOST_ATTRS.iter() {
+            tally(attr.name(), attr.is_list(), attr.render(&host, &mut page))?;
+        }
+        for attr in DEVICE_ATTRS.iter() {
+            tally(attr.name(), attr.is_list(), attr.render(&dev, &mut page))?;
+        }
+        assert!(pages > 40 && lists >= 4 && unbound <= 2);
         Ok(())
     }
 

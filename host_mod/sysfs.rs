@@ -213,7 +213,7 @@ fn show_memory_events(_: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static HOST_ATTRS: [Attribute<Host>; 25] = [
+pub(crate) static HOST_ATTRS: [Attribute<Host>; 25] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"devices", show_devices),
@@ -525,7 +525,7 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-static DEVICE_ATTRS: [Attribute<DevInfo>; 28] = [
+pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 28] = [
     Attribute::ro(c"allocation", show_allocation),
     Attribute::list(c"cpus", show_cpus),
     Attribute::list(c"blocks", show_blocks),
