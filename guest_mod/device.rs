@@ -40,6 +40,8 @@ pub(crate) struct Stats {
     pub(crate) responses: AtomicU64,
     pub(crate) bad: AtomicU64,
     pub(crate) sent: AtomicU64,
+    /// Updates applied and answers taken: what wakes those who poll the `events` file.
+    pub(crate) events: AtomicU64,
     /// Time spent taking samples and projecting, in ns (the sampling's own cost: what an
     /// idle guest pays for hwconvey).
     pub(crate) sampling_ns: AtomicU64,

@@ -22,6 +22,7 @@ use kernel::{
     global_lock,
     prelude::*,
     sync::{lock::GlobalLock, Arc},
+    sysfs::Notifier,
     time::hrtimer::{ArcHrTimerHandle, HrTimerPointer},
     virtio::{self, virtqueue::Virtqueues, ConfigReader, ConfigSpace},
 };
@@ -52,9 +53,17 @@ const _: () = assert!(
         && offset_of!(HwcConfig, generation) == CONFIG_GENERATION
 );
 
+/// What the guest's files report on, and whom they wake.
+pub(crate) struct Current {
+    /// The device the files report on: the first that probed, while it is bound.
+    vqs: Option<Arc<Virtqueues<Guest>>>,
+    /// Wakes those who poll the `events` file, while the files exist.
+    events: Option<Notifier>,
+}
+
 global_lock! {
     // SAFETY: Initialised by `init_current`; every user checks first that it was (`current_lock`).
-    unsafe(uninit) static CURRENT: Mutex<Option<Arc<Virtqueues<Guest>>>> = None;
+    unsafe(uninit) static CURRENT: Mutex<Current> = Current { vqs: None, events: None };
 }
 
 /// Where `CURRENT` is: not initialised, being initialised, ready. (A module's statics start
@@ -90,8 +99,8 @@ fn attach(vqs: &Arc<Virtqueues<Guest>>) {
         return;
     };
     let mut cur = lock.lock();
-    if cur.is_none() {
-        *cur = Some(vqs.clone());
+    if cur.vqs.is_none() {
+        cur.vqs = Some(vqs.clone());
     }
 }
 
@@ -101,16 +110,35 @@ fn detach(vqs: &Virtqueues<Guest>) {
         return;
     };
     let mut cur = lock.lock();
-    if cur.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
-        *cur = None;
+    if cur.vqs.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
+        cur.vqs = None;
     }
 }
 
 /// The device the guest's files report on.
 pub(crate) fn current() -> Result<Arc<Virtqueues<Guest>>> {
     current_lock()
-        .and_then(|lock| lock.lock().clone())
+        .and_then(|lock| lock.lock().vqs.clone())
         .ok_or(ENODEV)
+}
+
+/// Sets (or, with `None`, drops) what wakes those who poll the `events` file: the files' part,
+/// for the time they exist.
+pub(crate) fn set_events_notifier(events: Option<Notifier>) {
+    let Some(lock) = current_lock() else {
+        return;
+    };
+    let old = core::mem::replace(&mut lock.lock().events, events);
+    drop(old);
+}
+
+/// Wakes those who poll the `events` file: the copy or the answers changed.
+pub(crate) fn events_changed() {
+    if let Some(lock) = current_lock() {
+        if let Some(n) = lock.lock().events.as_ref() {
+            n.notify();
+        }
+    }
 }
 
 /// The driver's data for a bound device.

@@ -121,6 +121,8 @@ impl Guest {
                 // Waiters check their condition under `requests`: none misses this update.
                 self.requests.lock().applied = generation;
                 self.answered.notify_all();
+                bump(&self.stats.events);
+                crate::driver::events_changed();
                 if log {
                     pr_info!(
                         "generation {}: {} applied: host has {} online CPUs, this guest holds \
@@ -164,6 +166,8 @@ impl Guest {
                 }
                 drop(requests);
                 self.answered.notify_all();
+                bump(&self.stats.events);
+                crate::driver::events_changed();
                 let n = self.stats.responses.fetch_add(1, Ordering::Relaxed) + 1;
                 if n <= 8 || n.is_power_of_two() {
                     pr_info!(

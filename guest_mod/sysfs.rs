@@ -50,6 +50,10 @@ fn show_allocation(_: &FileState, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
+fn show_events(_: &FileState, page: &mut Page<'_>) -> Result {
+    counter(page, |g| g.stats.events.load(Ordering::Relaxed))
+}
+
 fn show_received(_: &FileState, page: &mut Page<'_>) -> Result {
     counter(page, |g| g.stats.received.load(Ordering::Relaxed))
 }
@@ -384,8 +388,9 @@ pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Re
     Ok(())
 }
 
-static ATTRS: [Attribute<FileState>; 22] = [
+static ATTRS: [Attribute<FileState>; 23] = [
     Attribute::ro(c"generation", show_generation),
+    Attribute::ro(c"events", show_events),
     Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"messages_received", show_received),
     Attribute::ro(c"updates_applied", show_updates),
@@ -427,9 +432,17 @@ impl GuestSysfs {
             GFP_KERNEL,
         )?;
         let dir = Dir::new(&root, c"guest", knobs, &ATTRS)?;
+        crate::driver::set_events_notifier(Some(dir.notifier(c"events")?));
         Ok(Self {
             _dir: dir,
             _root: root,
         })
+    }
+}
+
+impl Drop for GuestSysfs {
+    fn drop(&mut self) {
+        // The notifier holds the file's node: it goes with the files.
+        crate::driver::set_events_notifier(None);
     }
 }

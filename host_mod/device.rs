@@ -312,6 +312,8 @@ impl HwcDevice {
                 self.host.publish(&mut st);
                 let changed = st.inventory.generation != before;
                 drop(st);
+                // The answer is news even when nothing changed hands.
+                self.host.changed();
                 // Denials and rate-limited requests change nothing: no pinning pass for them.
                 if changed {
                     self.host.pin_vcpus();
@@ -539,6 +541,7 @@ impl vdpa::SoftDevice for HwcDevice {
     fn status_changed(dev: &vdpa::Device<Self>, running: bool) {
         let d = dev.data();
         d.stats.running.store(running, Ordering::Release);
+        d.host.changed();
         let mut out = d.outbox.lock();
         if running {
             // A driver that starts the device knows nothing: it gets a full snapshot first.

@@ -13,7 +13,8 @@ use kernel::{
     mm::Mm,
     new_mutex,
     prelude::*,
-    sync::{aref::ARef, Arc, Mutex},
+    sync::{aref::ARef, Arc, Mutex, SetOnce},
+    sysfs::Notifier,
     task::Task,
     time::{Instant, Monotonic},
     uaccess::UserSliceReader,
@@ -83,6 +84,11 @@ pub(crate) struct Host {
     /// The last publication that went out: its generation, how many devices it went to, and
     /// how long queueing it for all of them took (ns). Written under the state lock.
     pub(crate) last_publication: [AtomicU64; 3],
+    /// Changes a watcher wants to see (publications, answers, devices and their drivers and
+    /// VMMs coming and going), counted in the `events` file, whose pollers [`Host::changed`]
+    /// wakes once the host's directory exists.
+    pub(crate) events: AtomicU64,
+    pub(crate) events_notifier: SetOnce<Notifier>,
 }
 
 /// One vCPU thread to move, planned under the locks and applied after them.
@@ -121,6 +127,14 @@ impl Host {
     /// Monotonic time in ns, for the rate limiter.
     pub(crate) fn now_ns() -> u64 {
         u64::try_from(Instant::<Monotonic>::now().as_nanos()).unwrap_or(0)
+    }
+
+    /// Counts a change and wakes those who poll the `events` file. Any lock may be held.
+    pub(crate) fn changed(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = self.events_notifier.as_ref() {
+            n.notify();
+        }
     }
 
     /// Sends what changed since the last publication to every device. Called with the state
@@ -163,6 +177,7 @@ impl Host {
         generation.store(st.inventory.generation, Ordering::Relaxed);
         count.store(devices.len() as u64, Ordering::Relaxed);
         ns.store(took, Ordering::Relaxed);
+        self.changed();
     }
 
     pub(crate) fn device_added(&self, dev: &vdpa::Device<HwcDevice>) {
@@ -190,6 +205,7 @@ impl Host {
         }
         self.publish(&mut st);
         drop(st);
+        self.changed();
         // The device's files, under the host's directory (the host module's part, not the
         // device's: device code does not reach into sysfs).
         if let Some(parent) = self.sysfs.lock().as_ref() {
@@ -222,6 +238,8 @@ impl Host {
             );
         }
         self.publish(&mut st);
+        drop(st);
+        self.changed();
     }
 
     /// Whether the VM of address space `mm_id` owns a device.
@@ -420,6 +438,7 @@ impl Host {
         st.remove_guest(dev.data().guest_id);
         self.publish(&mut st);
         drop(st);
+        self.changed();
         // What it held may have gone to guests that had shrunk.
         self.pin_vcpus();
     }
@@ -565,6 +584,8 @@ impl Host {
                 pin_lock <- new_mutex!(()),
                 pin_failures: AtomicU64::new(0),
                 last_publication: [const { AtomicU64::new(0) }; 3],
+                events: AtomicU64::new(0),
+                events_notifier: SetOnce::new(),
             }),
             GFP_KERNEL,
         )

@@ -39,6 +39,11 @@ fn show_generation(h: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
+fn show_events(h: &Host, page: &mut Page<'_>) -> Result {
+    writeln!(page, "{}", h.events.load(Ordering::Relaxed))?;
+    Ok(())
+}
+
 fn show_inventory(h: &Host, page: &mut Page<'_>) -> Result {
     let st = h.state.lock();
     let inv = &st.inventory;
@@ -213,8 +218,9 @@ fn show_memory_events(_: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-pub(crate) static HOST_ATTRS: [Attribute<Host>; 25] = [
+pub(crate) static HOST_ATTRS: [Attribute<Host>; 26] = [
     Attribute::ro(c"generation", show_generation),
+    Attribute::ro(c"events", show_events),
     Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"devices", show_devices),
     Attribute::rw(c"bench_push", show_bench_push, store_bench_push),
@@ -560,6 +566,9 @@ pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 28] = [
 pub(crate) fn host_dir(host: &Arc<Host>) -> Result<HostDir> {
     let root = SharedDir::get(c"hwconvey")?;
     let dir = Dir::new(&root, c"host", host.clone(), &HOST_ATTRS)?;
+    // The host's first directory is its only one: a later one (none is made) would not
+    // replace it.
+    host.events_notifier.populate(dir.notifier(c"events")?);
     Ok(HostDir { dir, _root: root })
 }
 

@@ -3,12 +3,95 @@
 //! Watching the tree for what changes: new generations, allocations, diffs,
 //! requests and answers, devices coming and going.
 //!
-//! sysfs does not tell inotify about attribute changes, so this samples the
-//! attributes that describe events and reports differences between samples.
+//! sysfs does not tell inotify about attribute changes. Each module counts
+//! the changes a watcher wants in its `events` file and wakes those who
+//! poll(2) it (`POLLPRI`), so a watcher sleeps in poll(2) on those files and
+//! samples the attributes that describe events when woken, or when its
+//! interval runs out (for what is not announced: counters), and reports
+//! differences between samples.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::thread::sleep;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::tree::{Side, Tree};
+
+/// The `events` files that the modules announce changes through.
+const EVENT_FILES: &[&str] = &["host/events", "guest/events"];
+
+/// The `events` files of the loaded modules, open for poll(2).
+pub struct Events {
+    files: Vec<(String, File)>,
+}
+
+impl Events {
+    /// Opens the `events` file of each loaded module and reads it, so that
+    /// the next change wakes [`Events::wait`]: open them before the first
+    /// sample, which then cannot miss a change.
+    pub fn open(tree: &Tree) -> Self {
+        let mut files = Vec::new();
+        for rel in EVENT_FILES {
+            let Ok(path) = tree.path(rel) else { continue };
+            let Ok(file) = File::open(path) else { continue };
+            if rearm(&file).is_ok() {
+                files.push(((*rel).to_owned(), file));
+            }
+        }
+        Self { files }
+    }
+
+    /// The files watched, relative to the root.
+    pub fn names(&self) -> Vec<&str> {
+        self.files.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Waits until a module announces a change or `timeout` passes; whether
+    /// one did. Without `events` files (older modules), only sleeps.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        if self.files.is_empty() {
+            sleep(timeout);
+            return Ok(false);
+        }
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let mut fds: Vec<PollFd<'_>> = self
+            .files
+            .iter()
+            .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLPRI))
+            .collect();
+        let n = match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let woken: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        for ((_, file), woke) in self.files.iter().zip(woken) {
+            if woke {
+                rearm(file)?;
+            }
+        }
+        Ok(n > 0)
+    }
+}
+
+/// Reads `file` from the start: sysfs wakes a poller again only for changes
+/// after its last read.
+fn rearm(file: &File) -> io::Result<()> {
+    let mut buf = [0u8; 64];
+    file.read_at(&mut buf, 0).map(|_| ())
+}
 
 /// Host attributes that change on events.
 const HOST_FILES: &[&str] = &["generation", "free_cpus", "cpu_events", "memory_events"];

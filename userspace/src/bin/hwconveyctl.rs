@@ -60,8 +60,9 @@ enum Command {
     },
     /// Print changes as they happen.
     Watch {
-        /// Milliseconds between samples.
-        #[arg(long, value_name = "MS", default_value_t = 100,
+        /// Longest wait in milliseconds between samples; a change the modules announce
+        /// (their `events` files) is sampled at once.
+        #[arg(long, value_name = "MS", default_value_t = 1000,
               value_parser = clap::value_parser!(u64).range(1..))]
         interval: u64,
         /// Stop after this many changes.
@@ -235,13 +236,27 @@ fn cmd_watch(o: &Opts, interval: u64, count: Option<u64>) -> CmdResult {
         )));
     }
     let start = Instant::now();
+    // Armed before the first sample: no change after it goes unannounced.
+    let mut events = watch::Events::open(&o.tree);
     let mut last = watch::sample(&o.tree);
+    // The first line says what wakes the watcher (and that the first sample is taken).
+    if o.json {
+        println!("{}", json!({ "time": 0.0, "watching": events.names() }));
+    } else {
+        println!(
+            "[{:9.3}] watching; woken by: {}",
+            0.0,
+            events.names().join(", ")
+        );
+    }
     let mut seen = 0u64;
     loop {
         if count.is_some_and(|c| seen >= c) {
             return Ok(());
         }
-        sleep(interval);
+        events
+            .wait(interval)
+            .map_err(|e| failed(format!("poll: {}", describe(&e))))?;
         let now = watch::sample(&o.tree);
         for c in watch::changes(&last, &now) {
             let t = start.elapsed().as_secs_f64();
