@@ -1,25 +1,85 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The request round-trip benchmark (`guest/bench_roundtrip`): requests sent one at a time,
-//! each timed until its answer and, for a grant, the update that reflects it.
+//! The request round-trip benchmark (debugfs `hwconvey-guest/bench_roundtrip`): requests sent
+//! one at a time, each timed until its answer and, for a grant, the update that reflects it.
 
 use crate::device::Guest;
+use crate::driver::current;
 use crate::proto::message::{Motive, Request, RequestKind, Status, MOTIVE_MANUAL};
 use crate::request::send_request;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
+    fmt, new_mutex,
     prelude::*,
+    sync::Mutex,
     time::{Instant, Monotonic},
+    uaccess::UserSliceReader,
     virtio::virtqueue::Virtqueues,
 };
 
+/// The benchmark's debugfs file: the last result, and whether a run is under way.
+#[pin_data]
+pub(crate) struct BenchFile {
+    #[pin]
+    last: Mutex<Option<RoundTrips>>,
+    /// One run at a time: each waits for its own answers.
+    running: AtomicBool,
+}
+
+impl BenchFile {
+    pub(crate) fn new() -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            last <- new_mutex!(None),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    /// Read: "n <n> granted <g> p50_ns <t> p99_ns <t> max_ns <t>" of the last run, or "none".
+    pub(crate) fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.last.lock().as_ref() {
+            Some(r) => writeln!(
+                f,
+                "n {} granted {} p50_ns {} p99_ns {} max_ns {}",
+                r.n, r.granted, r.p50, r.p99, r.max
+            ),
+            None => writeln!(f, "none"),
+        }
+    }
+
+    /// Written: `n` (1..=1000000) runs [`bench_roundtrip`] with `n` requests; returns when it
+    /// is done. EBUSY while another run is under way, ENODEV without a device.
+    pub(crate) fn store(&self, r: &mut UserSliceReader) -> Result {
+        let mut buf = [0u8; 16];
+        let text = buf.get_mut(..r.len()).ok_or(EINVAL)?;
+        r.read_slice(text)?;
+        let text = core::str::from_utf8(text).map_err(|_| EINVAL)?;
+        let n: usize = text.trim().parse().map_err(|_| EINVAL)?;
+        if !(1..=1_000_000).contains(&n) {
+            return Err(EINVAL);
+        }
+        let vqs = current()?;
+        if self.running.swap(true, Ordering::Acquire) {
+            return Err(EBUSY);
+        }
+        let first = vqs
+            .handler()
+            .next_request
+            .fetch_add(n as u32, Ordering::Relaxed);
+        let result = bench_roundtrip(&vqs, n, first);
+        self.running.store(false, Ordering::Release);
+        *self.last.lock() = Some(result?);
+        Ok(())
+    }
+}
+
 /// Request round trips measured by [`bench_roundtrip`], in nanoseconds.
-pub(crate) struct RoundTrips {
-    pub(crate) n: usize,
+struct RoundTrips {
+    n: usize,
     /// Requests granted (in full or in part): their round trip ends with the update.
-    pub(crate) granted: usize,
-    pub(crate) p50: i64,
-    pub(crate) p99: i64,
-    pub(crate) max: i64,
+    granted: usize,
+    p50: i64,
+    p99: i64,
+    max: i64,
 }
 
 /// How long one request may wait for its answer and update, and the whole benchmark for all:
@@ -96,11 +156,7 @@ fn run(vqs: &Virtqueues<Guest>, n: usize, first_id: u32) -> Result<RoundTrips> {
 
 /// Runs [`run`] and forgets the awaited request on every exit: a late answer then updates
 /// nothing but the last answer.
-pub(crate) fn bench_roundtrip(
-    vqs: &Virtqueues<Guest>,
-    n: usize,
-    first_id: u32,
-) -> Result<RoundTrips> {
+fn bench_roundtrip(vqs: &Virtqueues<Guest>, n: usize, first_id: u32) -> Result<RoundTrips> {
     let result = run(vqs, n, first_id);
     vqs.handler().requests.lock().awaited = None;
     result

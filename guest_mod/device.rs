@@ -116,8 +116,10 @@ pub(crate) struct Requests {
 /// the device's queues (`Virtqueues::lock`, held by the receive path around `receive`), then
 /// `received`, then `requests`; `received` and `requests` are taken one after the other,
 /// never nested, `sampler` is taken alone, and messages are sent (which takes the queues)
-/// with none of them held. The atomics are counters and the features fixed at probe, each
-/// read on its own.
+/// with none of them held. The driver's record of the device its files report on
+/// (`driver::CURRENT`) comes last: the receive path takes it, under the queues, to wake the
+/// `events` file's pollers, and nothing holds it while taking another. The atomics are
+/// counters and the features fixed at probe, each read on its own.
 #[pin_data]
 pub(crate) struct Guest {
     #[pin]

@@ -101,6 +101,10 @@ fn attach(vqs: &Arc<Virtqueues<Guest>>) {
     let mut cur = lock.lock();
     if cur.vqs.is_none() {
         cur.vqs = Some(vqs.clone());
+        // The files report on another device: their counters start again.
+        if let Some(n) = cur.events.as_ref() {
+            n.notify();
+        }
     }
 }
 
@@ -112,6 +116,9 @@ fn detach(vqs: &Virtqueues<Guest>) {
     let mut cur = lock.lock();
     if cur.vqs.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
         cur.vqs = None;
+        if let Some(n) = cur.events.as_ref() {
+            n.notify();
+        }
     }
 }
 
@@ -132,12 +139,19 @@ pub(crate) fn set_events_notifier(events: Option<Notifier>) {
     drop(old);
 }
 
-/// Wakes those who poll the `events` file: the copy or the answers changed.
-pub(crate) fn events_changed() {
-    if let Some(lock) = current_lock() {
-        if let Some(n) = lock.lock().events.as_ref() {
-            n.notify();
-        }
+/// Wakes those who poll the `events` file if `guest`, whose copy or answers changed, is the
+/// device the files report on.
+pub(crate) fn events_changed(guest: &Guest) {
+    let Some(lock) = current_lock() else {
+        return;
+    };
+    let cur = lock.lock();
+    let reported = cur
+        .vqs
+        .as_deref()
+        .is_some_and(|v| core::ptr::eq(v.handler(), guest));
+    if let (true, Some(n)) = (reported, cur.events.as_ref()) {
+        n.notify();
     }
 }
 

@@ -59,7 +59,12 @@ fn initial_period() -> Result {
 
 #[pin_data]
 struct HwconveyGuest {
-    // Dropped first: the files go before the driver (and its devices) do.
+    /// `/sys/kernel/debug/hwconvey-guest/`, for benchmarks, not ABI: `bench_roundtrip`
+    /// ([`bench::BenchFile`]). Dropped first, with the files: they go before the driver (and
+    /// its devices) do.
+    debugfs: kernel::debugfs::Dir,
+    #[pin]
+    bench: kernel::debugfs::File<bench::BenchFile>,
     sysfs: sysfs::GuestSysfs,
     #[pin]
     driver: kernel::driver::Registration<virtio::Adapter<driver::GuestDriver>>,
@@ -74,6 +79,13 @@ impl kernel::InPlaceModule for HwconveyGuest {
             params.target / 10
         );
         try_pin_init!(Self {
+            debugfs: kernel::debugfs::Dir::new(c"hwconvey-guest"),
+            bench <- debugfs.read_write_callback_file(
+                c"bench_roundtrip",
+                bench::BenchFile::new(),
+                &|b: &bench::BenchFile, f: &mut kernel::fmt::Formatter<'_>| b.show(f),
+                &|b: &bench::BenchFile, r: &mut kernel::uaccess::UserSliceReader| b.store(r),
+            ),
             sysfs: {
                 initial_period()?;
                 driver::init_current();

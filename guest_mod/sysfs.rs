@@ -4,7 +4,6 @@
 //!
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
-use crate::bench::{bench_roundtrip, RoundTrips};
 use crate::device::Guest;
 use crate::driver::current;
 use crate::proto::inventory::{Cpu, NodeId, Owner};
@@ -12,7 +11,7 @@ use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL};
 use crate::request::send_request;
 use crate::sampler::KNOBS;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     prelude::*,
     sync::Arc,
@@ -24,10 +23,6 @@ use kernel::{
 pub(crate) struct FileState {
     /// `kind << 32 | amount` of the last manual request, 0 if none.
     last_request: AtomicU64,
-    /// The last round-trip benchmark.
-    bench: kernel::sync::Arc<kernel::sync::Mutex<Option<RoundTrips>>>,
-    /// A benchmark is running: one at a time, each waits for its own answers.
-    bench_running: AtomicBool,
 }
 
 fn counter(page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
@@ -176,37 +171,6 @@ fn show_last_update(_: &FileState, page: &mut Page<'_>) -> Result {
 fn show_applied_pass_ns(_: &FileState, page: &mut Page<'_>) -> Result {
     let ns = current()?.handler().applied_pass_ns();
     writeln!(page, "{ns}")?;
-    Ok(())
-}
-
-fn show_bench(k: &FileState, page: &mut Page<'_>) -> Result {
-    match k.bench.lock().as_ref() {
-        Some(r) => writeln!(
-            page,
-            "n {} granted {} p50_ns {} p99_ns {} max_ns {}",
-            r.n, r.granted, r.p50, r.p99, r.max
-        )?,
-        None => writeln!(page, "none")?,
-    }
-    Ok(())
-}
-
-fn store_bench(k: &FileState, text: &str) -> Result {
-    let n: usize = text.trim().parse().map_err(|_| EINVAL)?;
-    if !(1..=1_000_000).contains(&n) {
-        return Err(EINVAL);
-    }
-    let vqs = current()?;
-    if k.bench_running.swap(true, Ordering::Acquire) {
-        return Err(EBUSY);
-    }
-    let first = vqs
-        .handler()
-        .next_request
-        .fetch_add(n as u32, Ordering::Relaxed);
-    let result = bench_roundtrip(&vqs, n, first);
-    k.bench_running.store(false, Ordering::Release);
-    *k.bench.lock() = Some(result?);
     Ok(())
 }
 
@@ -388,7 +352,7 @@ pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Re
     Ok(())
 }
 
-static ATTRS: [Attribute<FileState>; 23] = [
+static ATTRS: [Attribute<FileState>; 22] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"events", show_events),
     Attribute::ro(c"allocation", show_allocation),
@@ -401,7 +365,6 @@ static ATTRS: [Attribute<FileState>; 23] = [
     Attribute::rw(c"request", show_request, store_request),
     Attribute::ro(c"last_update", show_last_update),
     Attribute::ro(c"last_update_pass_ns", show_applied_pass_ns),
-    Attribute::rw(c"bench_roundtrip", show_bench, store_bench),
     Attribute::rw(c"period_ms", show_period, store_period),
     Attribute::rw(c"horizon", show_horizon, store_horizon),
     Attribute::rw(c"target", show_target, store_target),
@@ -426,8 +389,6 @@ impl GuestSysfs {
         let knobs = Arc::new(
             FileState {
                 last_request: AtomicU64::new(0),
-                bench: kernel::sync::Arc::pin_init(kernel::new_mutex!(None), GFP_KERNEL)?,
-                bench_running: AtomicBool::new(false),
             },
             GFP_KERNEL,
         )?;

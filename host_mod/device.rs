@@ -312,8 +312,11 @@ impl HwcDevice {
                 self.host.publish(&mut st);
                 let changed = st.inventory.generation != before;
                 drop(st);
-                // The answer is news even when nothing changed hands.
-                self.host.changed();
+                // An answer is news even when nothing changed hands, but not a "busy": those
+                // come as fast as a guest asks, and would make every watcher read everything.
+                if resp.status != Status::Busy {
+                    self.host.changed();
+                }
                 // Denials and rate-limited requests change nothing: no pinning pass for them.
                 if changed {
                     self.host.pin_vcpus();
@@ -570,6 +573,8 @@ impl vdpa::SoftDevice for HwcDevice {
         d.stats.owner_mm.store(mm_id, Ordering::Release);
         d.host.owner_changed(dev, owner.is_some());
         d.stats.owner.store(pid, Ordering::Release);
+        // Watchers woken by the host's publication above may have read the old pid.
+        d.host.changed();
         // A VMM that took the device: its vCPUs, if it made any yet, go to the guest's CPUs.
         d.host.pin_vcpus();
         let owner = owner.map(|o| o.pid);

@@ -68,21 +68,6 @@ fn show_devices(h: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn show_bench_push(h: &Host, page: &mut Page<'_>) -> Result {
-    match *h.last_push.lock() {
-        Some((generation, ns)) => writeln!(page, "generation {generation} ns {ns}")?,
-        None => writeln!(page, "none")?,
-    }
-    Ok(())
-}
-
-fn store_bench_push(h: &Host, text: &str) -> Result {
-    if text != "1" {
-        return Err(EINVAL);
-    }
-    h.bench_push().map(|_| ())
-}
-
 fn parse<T: core::str::FromStr + PartialOrd>(text: &str, min: T, max: T) -> Result<T> {
     let v: T = text.trim().parse().map_err(|_| EINVAL)?;
     if v < min || v > max {
@@ -218,12 +203,11 @@ fn show_memory_events(_: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-pub(crate) static HOST_ATTRS: [Attribute<Host>; 26] = [
+pub(crate) static HOST_ATTRS: [Attribute<Host>; 25] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"events", show_events),
     Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"devices", show_devices),
-    Attribute::rw(c"bench_push", show_bench_push, store_bench_push),
     Attribute::rw(c"initial_cpus", show_initial_cpus, store_initial_cpus),
     Attribute::rw(c"enforce", show_enforce, store_enforce),
     Attribute::rw(c"pin_vcpus", show_pin_vcpus, store_pin_vcpus),

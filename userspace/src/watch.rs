@@ -35,15 +35,24 @@ impl Events {
     /// the next change wakes [`Events::wait`]: open them before the first
     /// sample, which then cannot miss a change.
     pub fn open(tree: &Tree) -> Self {
-        let mut files = Vec::new();
+        let mut events = Self { files: Vec::new() };
+        events.reopen(tree);
+        events
+    }
+
+    /// Opens the `events` files not open yet: those of a module loaded (or
+    /// loaded again) since. Call it before sampling.
+    pub fn reopen(&mut self, tree: &Tree) {
         for rel in EVENT_FILES {
+            if self.files.iter().any(|(n, _)| n == rel) {
+                continue;
+            }
             let Ok(path) = tree.path(rel) else { continue };
             let Ok(file) = File::open(path) else { continue };
             if rearm(&file).is_ok() {
-                files.push(((*rel).to_owned(), file));
+                self.files.push(((*rel).to_owned(), file));
             }
         }
-        Self { files }
     }
 
     /// The files watched, relative to the root.
@@ -52,7 +61,8 @@ impl Events {
     }
 
     /// Waits until a module announces a change or `timeout` passes; whether
-    /// one did. Without `events` files (older modules), only sleeps.
+    /// one did. A file whose module went away (it polls as an error for ever
+    /// and no longer reads) is closed; without files, this only sleeps.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
         if self.files.is_empty() {
             sleep(timeout);
@@ -77,11 +87,13 @@ impl Events {
             .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
-        for ((_, file), woke) in self.files.iter().zip(woken) {
-            if woke {
-                rearm(file)?;
-            }
-        }
+        let mut i = 0;
+        self.files.retain(|(_, file)| {
+            let woke = woken.get(i).copied().unwrap_or(false);
+            i += 1;
+            // A removed file's read fails: its module is gone.
+            !woke || rearm(file).is_ok()
+        });
         Ok(n > 0)
     }
 }

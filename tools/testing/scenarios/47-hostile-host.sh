@@ -30,6 +30,6 @@ answered=$(awk '{print $2}' $G/last_response)
 [ -n "$answered" ] && [ "$answered" != none ] || fail "no answer to a real request: $(cat $G/last_response)"
 in_sync
 python3 "$(dirname "$0")/hostile-host.py" "$(cat $H/hwc0/guest_id)" "$answered" || fail "the hostile host's checks"
-echo 1 >$H/bench_push
+echo 1 >/sys/kernel/debug/hwconvey-host/bench_push
 in_sync
 note "$(cat $G/bad_messages) messages rejected; then generation $(cat $G/generation) applied on both sides"

@@ -47,9 +47,9 @@ python3 - "$N" "$ROUNDS" "/dev/$disk" <<'PY'
 import json, os, statistics, subprocess, sys, time
 n, rounds, disk = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 per = max(1, n // rounds)
-PUSH = '/sys/kernel/hwconvey/host/bench_push'
+PUSH = '/sys/kernel/debug/hwconvey-host/bench_push'
 APPLIED = '/sys/kernel/hwconvey/guest/last_update'
-RT = '/sys/kernel/hwconvey/guest/bench_roundtrip'
+RT = '/sys/kernel/debug/hwconvey-guest/bench_roundtrip'
 SENT = '/sys/kernel/hwconvey/host/hwc0/last_sent_ns'
 PASS = '/sys/kernel/hwconvey/guest/last_update_pass_ns'
 

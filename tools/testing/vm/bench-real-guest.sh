@@ -25,7 +25,7 @@ guest_in_sync
 python3 - "$N" <<'PY'
 import sys, time
 n = int(sys.argv[1])
-push = '/sys/kernel/hwconvey/host/bench_push'
+push = '/sys/kernel/debug/hwconvey-host/bench_push'
 ack = '/sys/kernel/hwconvey/host/hwc0/last_ack'
 lat = []
 for _ in range(n):
@@ -48,8 +48,9 @@ print(f"real guest: host update -> applied and acknowledged: n {n} p50 {pct(50) 
 PY
 echo 100000 >$H/rate_burst
 echo 100000 >$H/rate_limit
-"$GVM" run "$GDIR" --timeout 900 "echo $N >$G/bench_roundtrip" || fail "bench_roundtrip in the guest"
-read -r _ n _ granted _ p50 _ p99 _ max <<<"$(gsh "cat $G/bench_roundtrip")"
+RT=/sys/kernel/debug/hwconvey-guest/bench_roundtrip
+"$GVM" run "$GDIR" --timeout 900 "echo $N >$RT" || fail "bench_roundtrip in the guest"
+read -r _ n _ granted _ p50 _ p99 _ max <<<"$(gsh "cat $RT")"
 awk -v n="$n" -v g="$granted" -v a="$p50" -v b="$p99" -v c="$max" \
 	'BEGIN { printf "real guest: request, grant and second update applied: n %d (%d granted) p50 %.1f us  p99 %.1f us  max %.1f us\n", n, g, a / 1000, b / 1000, c / 1000 }'
 [ "$granted" -ge $((N * 9 / 10)) ] || { echo "only $granted of $N requests were granted"; exit 1; }

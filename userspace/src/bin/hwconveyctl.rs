@@ -257,6 +257,8 @@ fn cmd_watch(o: &Opts, interval: u64, count: Option<u64>) -> CmdResult {
         events
             .wait(interval)
             .map_err(|e| failed(format!("poll: {}", describe(&e))))?;
+        // Armed before the sample, as at the start.
+        events.reopen(&o.tree);
         let now = watch::sample(&o.tree);
         for c in watch::changes(&last, &now) {
             let t = start.elapsed().as_secs_f64();

@@ -37,6 +37,8 @@ use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemory
 use vmm_sys_util::eventfd::EventFd;
 
 const HOST: &str = "/sys/kernel/hwconvey/host";
+/// The host's benchmark push (debugfs: a test hook, not ABI), which moves to a new generation.
+const BENCH_PUSH: &str = "/sys/kernel/debug/hwconvey-host/bench_push";
 const GUEST: &str = "/sys/kernel/hwconvey/guest";
 /// Longest wait for a counter to move.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -401,7 +403,7 @@ fn responsive(p: &Paths) -> Outcome {
     }
     if p.other.is_some() {
         let number = |path: String| read(path).trim().parse::<u64>().unwrap_or(0);
-        fs::write(format!("{HOST}/bench_push"), "1").map_err(|e| format!("bench_push: {e}"))?;
+        fs::write(BENCH_PUSH, "1").map_err(|e| format!("bench_push: {e}"))?;
         let host = number(format!("{HOST}/generation"));
         wait("the other guest's update", || {
             number(format!("{GUEST}/generation")) >= host
@@ -813,7 +815,7 @@ fn no_deltas(p: &Paths) -> Outcome {
         let t = Instant::now();
         for _ in 0..updates {
             let passes = p.counter("work_passes");
-            fs::write(format!("{HOST}/bench_push"), "1").map_err(|e| e.to_string())?;
+            fs::write(BENCH_PUSH, "1").map_err(|e| e.to_string())?;
             wait("a pass after an update", || {
                 p.counter("work_passes") > passes
             })?;
