@@ -635,7 +635,9 @@ mod tests {
     use super::proto::message::{Motive, Request, RequestKind};
     use super::proto::message::{Reason, Response, Status};
     use super::state::{HostState, Publication};
-    use super::sysfs::{write_blocks_of, write_cpu_table, write_cpus_of, DEVICE_ATTRS, HOST_ATTRS};
+    use super::sysfs::{
+        write_blocks_of, write_cpu_table, write_cpus_of, write_vcpus, DEVICE_ATTRS, HOST_ATTRS,
+    };
     use kernel::prelude::*;
     use kernel::sysfs::Window;
     use kernel::time::{Instant, Monotonic};
@@ -1044,6 +1046,23 @@ mod tests {
         }
         assert!(pages > 40 && lists >= 4);
         assert!(unbound.as_slice() == [c"ownerless_passes"]);
+
+        // `vcpus` lists nothing without a VM: its widest text, for the most vCPUs a VM can
+        // have at the widest ids and thread ids, is checked apart.
+        let widest = (0..4096u32).map(|i| {
+            (
+                u32::MAX - i,
+                i32::MAX,
+                Some(super::proto::placement::Place::Cpu(u32::MAX)),
+                true,
+            )
+        });
+        let vcpus = render(|w| write_vcpus(w, 4096, widest))?;
+        assert!(vcpus.0.len() <= kernel::sysfs::PAGE_TEXT);
+        assert!(vcpus
+            .as_str()
+            .map_err(|_| EINVAL)?
+            .ends_with("... 4032 more\n"));
         Ok(())
     }
 

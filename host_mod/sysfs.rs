@@ -398,6 +398,10 @@ fn show_vm(d: &DevInfo, page: &mut Page<'_>) -> Result {
 /// Most vCPUs [`show_vcpus`] lists: a line each, within the page at any vCPU count.
 const VCPU_LINES: usize = 64;
 
+/// One vCPU as [`show_vcpus`] lists it: its id, its thread, where the host placed it and
+/// whether the thread runs there.
+pub(crate) type VcpuLine = (u32, i32, Option<crate::proto::placement::Place>, bool);
+
 /// The VM's vCPUs, a line each: "vcpu <id> thread <tid> cpus <cpu>", where <cpu> is the CPU
 /// the host pinned the thread to, "shared" (all of the guest's CPUs: the VM has more vCPUs than
 /// the guest holds CPUs) or "-" (not pinned). At most [`VCPU_LINES`] lines, then
@@ -408,16 +412,31 @@ fn show_vcpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
     let Some(vm) = (mm_id != 0).then(|| vms.by_mm(mm_id)).flatten() else {
         return Ok(());
     };
-    for c in vm.vcpus.iter().take(VCPU_LINES) {
-        write!(page, "vcpu {} thread {} cpus ", c.id, c.thread.pid())?;
-        match (c.place, c.applied) {
-            (Some(crate::proto::placement::Place::Cpu(cpu)), true) => writeln!(page, "{cpu}")?,
-            (Some(crate::proto::placement::Place::Shared), true) => writeln!(page, "shared")?,
-            _ => writeln!(page, "-")?,
+    write_vcpus(
+        page,
+        vm.vcpus.len(),
+        vm.vcpus
+            .iter()
+            .map(|c| (c.id, c.thread.pid(), c.place, c.applied)),
+    )
+}
+
+/// Writes [`show_vcpus`]'s lines for `count` vCPUs, given in `vcpus`.
+pub(crate) fn write_vcpus(
+    w: &mut impl Write,
+    count: usize,
+    vcpus: impl Iterator<Item = VcpuLine>,
+) -> Result {
+    for (id, tid, place, applied) in vcpus.take(VCPU_LINES) {
+        write!(w, "vcpu {id} thread {tid} cpus ")?;
+        match (place, applied) {
+            (Some(crate::proto::placement::Place::Cpu(cpu)), true) => writeln!(w, "{cpu}")?,
+            (Some(crate::proto::placement::Place::Shared), true) => writeln!(w, "shared")?,
+            _ => writeln!(w, "-")?,
         }
     }
-    if let Some(more) = vm.vcpus.len().checked_sub(VCPU_LINES).filter(|n| *n > 0) {
-        writeln!(page, "... {more} more")?;
+    if let Some(more) = count.checked_sub(VCPU_LINES).filter(|n| *n > 0) {
+        writeln!(w, "... {more} more")?;
     }
     Ok(())
 }
