@@ -25,25 +25,30 @@ bind hwc0 virtio_vdpa
 in_sync
 [ "$(field $G/allocation cpus)" = 2 ] || fail "initial allocation: $(cat $G/allocation)"
 sleep 2
-[ "$(cat $H/hwc0/requests)" = 0 ] || fail "the idle guest asked for something: $(cat $H/hwc0/last_request)"
-s0=$(field $G/projection samples)
-note "idle: $(cat $G/projection)"
-# The record keeps the last 32 samples only: a busy machine can take longer
-# than that between here and the request, so the idle samples are read now.
-# The idle level: the median of the last idle samples, not their maximum, so
-# that one noisy sample of a busy machine does not hide the step.
-idle_busy=$(awk -v s0="$s0" '$1 <= s0 && $1 > s0 - 6 {print $3}' $G/samples_recent | sort -n |
-	awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : ""}')
-[ -n "$idle_busy" ] || fail "no idle samples in: $(cat $G/samples_recent)"
-
+# From here until the load runs, only the shell's own reads (builtins: no process). On a busy
+# host the few processes a check starts cost the VM enough CPU time for the sampling to see a
+# load, and the projection then rightly asks before the load it is meant to answer.
+read -r requests <$H/hwc0/requests
+read -r -a idle <$G/projection
+mapfile -t idle_record <$G/samples_recent
+s0=${idle[1]}
 # The first sample whose period can hold the load: read before the load starts, since on a
 # busy machine reading it afterwards can take several periods, all of them loaded.
-s_load=$(($(field $G/projection samples) + 1))
+read -r -a now <$G/projection
+s_load=$((now[1] + 1))
 # The load runs at nice 10: it is busy time all the same (the sampling counts
 # nice time), and the scenario's own reads of the record are not starved.
 pids=()
 for i in 1 2 3; do nice -n 10 bash -c 'while :; do :; done' & pids+=($!); done
 trap 'kill "${pids[@]}" 2>/dev/null' EXIT
+[ "$requests" = 0 ] || fail "the idle guest asked for something: $(cat $H/hwc0/last_request)"
+note "idle: ${idle[*]}"
+# The idle level: the median of the last idle samples, not their maximum, so that one noisy
+# sample of a busy machine does not hide the step. (The record keeps the last 32 samples
+# only: a busy machine can take longer than that until the request, so it was read at once.)
+idle_busy=$(printf '%s\n' "${idle_record[@]}" | awk -v s0="$s0" '$1 <= s0 && $1 > s0 - 6 {print $3}' |
+	sort -n | awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : ""}')
+[ -n "$idle_busy" ] || fail "no idle samples in: ${idle_record[*]}"
 last=
 for i in $(seq 300); do
 	[ "$(cat $H/hwc0/requests)" -ge 1 ] && break
