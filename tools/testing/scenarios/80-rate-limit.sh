@@ -8,6 +8,9 @@
 
 load_host
 load_guest
+# The guest's own projection stays out of it (one sample a minute): only the scenario's
+# requests are answered.
+echo 60000 >$G/period_ms
 echo 5 >$H/rate_limit
 echo 5 >$H/rate_burst
 vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
