@@ -9,7 +9,7 @@ use crate::device::Guest;
 use crate::proto::{
     device::{
         CONFIG_GENERATION, CONFIG_GUEST_ID, CONFIG_MAX_MSG_SIZE, CONFIG_SIZE, EVENTQ, F_ACK,
-        F_DELTA, F_REQUEST, VIRTIO_ID_HWCONVEY,
+        F_DELTA, F_REQUEST, REQUESTQ, VIRTIO_ID_HWCONVEY,
     },
     message::{HEADER_SIZE, MAX_MSG_SIZE},
 };
@@ -24,33 +24,27 @@ use kernel::{
     sync::{lock::GlobalLock, Arc},
     sysfs::Notifier,
     time::hrtimer::{ArcHrTimerHandle, HrTimerPointer},
-    virtio::{self, virtqueue::Virtqueues, ConfigReader, ConfigSpace},
+    uapi,
+    virtio::{self, virtqueue::Virtqueues, ConfigReader},
 };
 
-/// The hwconvey device's configuration space (`Documentation/protocol.rst`): the driver reads
-/// it only through this layout.
-#[repr(C)]
-struct HwcConfig {
-    max_msg_size: u32,
-    guest_id: u32,
-    /// Informational; nothing synchronises on it.
-    generation: u64,
-}
+/// The hwconvey device's configuration space, as `include/uapi/linux/virtio_hwconvey.h` lays
+/// it out: the driver reads it only through this layout.
+type HwcConfig = uapi::virtio_hwconvey_config;
 
-// SAFETY: The protocol (`Documentation/protocol.rst`) defines `CONFIG_SIZE` bytes of
-// configuration space for every hwconvey device, whatever its features: this layout's size
-// (asserted below). A host that offers less is trusted only as far as the transport bounds the
-// read, as for any C driver's `virtio_cread()`.
-unsafe impl ConfigSpace for HwcConfig {
-    const DEVICE_ID: u32 = VIRTIO_ID_HWCONVEY;
-}
-
-// The layout is the protocol's.
+// The uapi header and the protocol crate describe the same device.
 const _: () = assert!(
     core::mem::size_of::<HwcConfig>() == CONFIG_SIZE
         && offset_of!(HwcConfig, max_msg_size) == CONFIG_MAX_MSG_SIZE
         && offset_of!(HwcConfig, guest_id) == CONFIG_GUEST_ID
         && offset_of!(HwcConfig, generation) == CONFIG_GENERATION
+        && uapi::VIRTIO_ID_HWCONVEY == VIRTIO_ID_HWCONVEY
+        && uapi::VIRTIO_HWCONVEY_EVENTQ == EVENTQ as u32
+        && uapi::VIRTIO_HWCONVEY_REQUESTQ == REQUESTQ as u32
+        && uapi::VIRTIO_HWCONVEY_F_DELTA == F_DELTA
+        && uapi::VIRTIO_HWCONVEY_F_REQUEST == F_REQUEST
+        && uapi::VIRTIO_HWCONVEY_F_ACK == F_ACK
+        && uapi::VIRTIO_HWCONVEY_MAX_MSG_SIZE as usize == MAX_MSG_SIZE
 );
 
 /// What the guest's files report on, and whom they wake.

@@ -229,4 +229,129 @@ mod tests {
         assert_eq!(text.lines().filter(|l| l.ends_with(" mine")).count(), mine);
         Ok(())
     }
+
+    /// Every file of the guest fits what sysfs gives it with a copy of the largest host the
+    /// design targets (8192 CPUs, 16384 memory blocks, 64 nodes) and every number at its
+    /// widest: an ordinary file its page, a list a window per read.
+    #[test]
+    fn every_file_fits_on_the_largest_host() -> Result {
+        use super::device::Guest;
+        use super::proto::message::{Reason, RequestKind, Response, Status};
+        use super::sampler::{Past, HISTORY};
+        use super::sysfs::{FileState, ATTRS};
+        use core::sync::atomic::Ordering;
+        use kernel::sync::Arc;
+
+        let me = Owner(u32::MAX - 1);
+        let mut host = new_inventory()?;
+        host.make_large_host()?;
+        for id in (0..host.dims().cpus).step_by(2) {
+            host.cpu_mut(id).ok_or(EINVAL)?.owner = me;
+        }
+        host.generation = u64::MAX - 1;
+        let guest = Arc::pin_init(Guest::new(true, true, true), GFP_KERNEL)?;
+        {
+            let mut r = guest.received.lock();
+            let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
+            let mut snapshot = SnapshotEncoder::new(me.0);
+            let mut parts = 0;
+            while let Some(n) = snapshot.next_part(&host, &mut buf)? {
+                r.copy.receive(buf.get(..n).ok_or(EINVAL)?)?;
+                parts += 1;
+            }
+            assert!(parts > 1);
+            assert_eq!(r.copy.stored().dims().cpus, 8192);
+            r.generation = u64::MAX;
+            r.held_cpus = u32::MAX;
+            r.held_mib = u64::MAX;
+            r.updated_ns = i64::MIN;
+            r.applied_pass_ns = i64::MIN;
+            let widest = u32::MAX;
+            r.last_diff = Some((
+                u64::MAX,
+                Diff {
+                    cpus_added: widest,
+                    cpus_removed: widest,
+                    cpus_onlined: widest,
+                    cpus_offlined: widest,
+                    cpus_reassigned: widest,
+                    cpus_moved: widest,
+                    my_cpus_gained: widest,
+                    my_cpus_lost: widest,
+                    blocks_added: widest,
+                    blocks_removed: widest,
+                    blocks_onlined: widest,
+                    blocks_offlined: widest,
+                    blocks_reassigned: widest,
+                    my_blocks_gained: widest,
+                    my_blocks_lost: widest,
+                    nodes_changed: widest,
+                },
+            ));
+        }
+        guest.requests.lock().last_response = Some(Response {
+            id: u32::MAX,
+            kind: RequestKind::ReleaseMemory,
+            status: Status::Partial,
+            reason: Reason::RateLimited,
+            amount: u32::MAX,
+            generation: u64::MAX,
+        });
+        {
+            let mut s = guest.sampler.lock();
+            s.report.samples = u64::MAX;
+            s.report.sample = Sample {
+                busy_mcpu: u32::MAX,
+                steal_mcpu: u32::MAX,
+                nr_running: u32::MAX,
+                mem_used_mib: u64::MAX,
+                cpu_pressure: u32::MAX,
+            };
+            s.report.held_cpus = u32::MAX;
+            s.report.cpu_level = u64::MAX;
+            s.report.cpu_trend = i64::MIN;
+            s.report.cpu_projected = u64::MAX;
+            s.report.proposals = u64::MAX;
+            for (i, p) in s.history.iter_mut().enumerate() {
+                *p = Past {
+                    n: u64::MAX - HISTORY as u64 + i as u64,
+                    busy_mcpu: u32::MAX,
+                    projected_mcpu: u64::MAX,
+                    proposed: true,
+                };
+            }
+        }
+        for c in [
+            &guest.stats.received,
+            &guest.stats.snapshots,
+            &guest.stats.deltas,
+            &guest.stats.responses,
+            &guest.stats.bad,
+            &guest.stats.sent,
+            &guest.stats.events,
+            &guest.stats.sampling_ns,
+        ] {
+            c.store(u64::MAX, Ordering::Relaxed);
+        }
+
+        let files = FileState::reporting_on(guest)?;
+        // The room sysfs gives an ordinary file's text.
+        let mut page = KVec::from_elem(0u8, kernel::sysfs::PAGE_TEXT, GFP_KERNEL)?;
+        let (mut pages, mut lists) = (0, 0);
+        for attr in ATTRS.iter() {
+            match attr.render(&files, &mut page) {
+                Ok(_) if attr.is_list() => lists += 1,
+                Ok(n) => {
+                    assert!(n > 0);
+                    pages += 1;
+                }
+                Err(e) => {
+                    pr_err!("{:?} does not render: {e:?}\n", attr.name());
+                    return Err(e);
+                }
+            }
+        }
+        assert_eq!((pages, lists), (ATTRS.len() - 1, 1));
+        Ok(())
+    }
 }

@@ -11,72 +11,124 @@ use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL};
 use crate::request::send_request;
 use crate::sampler::KNOBS;
 use core::fmt::Write;
+use core::ops::Deref;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     prelude::*,
     sync::Arc,
     sysfs::{Attribute, Dir, Page, SharedDir, Window},
+    virtio::virtqueue::Virtqueues,
 };
 
-/// State of the files themselves: the last manual request and the last benchmark (the
-/// projection knobs are [`KNOBS`], the sampler's).
+/// State of the files themselves: the last manual request (the projection knobs are
+/// [`KNOBS`], the sampler's).
 pub(crate) struct FileState {
     /// `kind << 32 | amount` of the last manual request, 0 if none.
     last_request: AtomicU64,
+    /// For tests: a device's state, without a device, that the files report on instead of the
+    /// bound device.
+    unbound: Option<Arc<Guest>>,
 }
 
-fn counter(page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
-    let n = current().map(|v| pick(v.handler())).unwrap_or(0);
+/// The device state the files report on: the bound device's, or a test's.
+enum Reported {
+    Bound(Arc<Virtqueues<Guest>>),
+    Unbound(Arc<Guest>),
+}
+
+impl Deref for Reported {
+    type Target = Guest;
+
+    fn deref(&self) -> &Guest {
+        match self {
+            Reported::Bound(vqs) => vqs.handler(),
+            Reported::Unbound(guest) => guest,
+        }
+    }
+}
+
+impl FileState {
+    fn new(unbound: Option<Arc<Guest>>) -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            FileState {
+                last_request: AtomicU64::new(0),
+                unbound,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Files reporting on `guest`, a device's state without a device, for tests of what they
+    /// show: a manual request fails (it needs the device's queues).
+    #[cfg_attr(not(CONFIG_KUNIT = "y"), expect(dead_code))]
+    pub(crate) fn reporting_on(guest: Arc<Guest>) -> Result<Arc<Self>> {
+        Self::new(Some(guest))
+    }
+
+    /// The device state the files report on; `ENODEV` without one.
+    fn guest(&self) -> Result<Reported> {
+        match &self.unbound {
+            Some(guest) => Ok(Reported::Unbound(guest.clone())),
+            None => current().map(Reported::Bound),
+        }
+    }
+}
+
+fn counter(k: &FileState, page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
+    let n = k.guest().map(|g| pick(&g)).unwrap_or(0);
     writeln!(page, "{n}")?;
     Ok(())
 }
 
-fn show_generation(_: &FileState, page: &mut Page<'_>) -> Result {
-    match current() {
-        Ok(v) => writeln!(page, "{}", v.handler().generation())?,
+fn show_generation(k: &FileState, page: &mut Page<'_>) -> Result {
+    match k.guest() {
+        Ok(g) => writeln!(page, "{}", g.generation())?,
         Err(_) => writeln!(page, "none")?,
     }
     Ok(())
 }
 
-fn show_allocation(_: &FileState, page: &mut Page<'_>) -> Result {
-    let (cpus, mib) = current()?.handler().allocation();
+fn show_allocation(k: &FileState, page: &mut Page<'_>) -> Result {
+    let (cpus, mib) = k.guest()?.allocation();
     writeln!(page, "cpus {cpus} memory_mib {mib}")?;
     Ok(())
 }
 
-fn show_events(_: &FileState, page: &mut Page<'_>) -> Result {
-    counter(page, |g| g.stats.events.load(Ordering::Relaxed))
+fn show_events(k: &FileState, page: &mut Page<'_>) -> Result {
+    counter(k, page, |g| g.stats.events.load(Ordering::Relaxed))
 }
 
-fn show_received(_: &FileState, page: &mut Page<'_>) -> Result {
-    counter(page, |g| g.stats.received.load(Ordering::Relaxed))
+fn show_received(k: &FileState, page: &mut Page<'_>) -> Result {
+    counter(k, page, |g| g.stats.received.load(Ordering::Relaxed))
 }
 
-fn show_updates(_: &FileState, page: &mut Page<'_>) -> Result {
-    counter(page, |g| {
-        g.stats.snapshots.load(Ordering::Relaxed) + g.stats.deltas.load(Ordering::Relaxed)
+fn show_updates(k: &FileState, page: &mut Page<'_>) -> Result {
+    counter(k, page, |g| {
+        g.stats
+            .snapshots
+            .load(Ordering::Relaxed)
+            .saturating_add(g.stats.deltas.load(Ordering::Relaxed))
     })
 }
 
-fn show_bad(_: &FileState, page: &mut Page<'_>) -> Result {
-    counter(page, |g| g.stats.bad.load(Ordering::Relaxed))
+fn show_bad(k: &FileState, page: &mut Page<'_>) -> Result {
+    counter(k, page, |g| g.stats.bad.load(Ordering::Relaxed))
 }
 
-fn show_sent(_: &FileState, page: &mut Page<'_>) -> Result {
-    counter(page, |g| g.stats.sent.load(Ordering::Relaxed))
+fn show_sent(k: &FileState, page: &mut Page<'_>) -> Result {
+    counter(k, page, |g| g.stats.sent.load(Ordering::Relaxed))
 }
 
-fn show_sampling_ns(_: &FileState, page: &mut Page<'_>) -> Result {
-    counter(page, |g| g.stats.sampling_ns.load(Ordering::Relaxed))
+fn show_sampling_ns(k: &FileState, page: &mut Page<'_>) -> Result {
+    counter(k, page, |g| g.stats.sampling_ns.load(Ordering::Relaxed))
 }
 
-fn show_responses(_: &FileState, page: &mut Page<'_>) -> Result {
-    counter(page, |g| g.stats.responses.load(Ordering::Relaxed))
+fn show_responses(k: &FileState, page: &mut Page<'_>) -> Result {
+    counter(k, page, |g| g.stats.responses.load(Ordering::Relaxed))
 }
 
-fn show_last_response(_: &FileState, page: &mut Page<'_>) -> Result {
-    match current()?.handler().last_response() {
+fn show_last_response(k: &FileState, page: &mut Page<'_>) -> Result {
+    match k.guest()?.last_response() {
         Some(r) => writeln!(
             page,
             "id {} kind {} status {} reason {} amount {} generation {}",
@@ -139,7 +191,10 @@ fn parse_request(text: &str) -> Result<(RequestKind, u32, Option<NodeId>)> {
 
 fn store_request(k: &FileState, text: &str) -> Result {
     let (kind, amount, node) = parse_request(text)?;
-    let vqs = current()?;
+    // A request needs the device's queues.
+    let Reported::Bound(vqs) = k.guest()? else {
+        return Err(ENODEV);
+    };
     let (cpus, mib) = vqs.handler().allocation();
     let held = match kind {
         RequestKind::Memory => u32::try_from(mib).unwrap_or(u32::MAX),
@@ -162,14 +217,14 @@ fn store_request(k: &FileState, text: &str) -> Result {
     Ok(())
 }
 
-fn show_last_update(_: &FileState, page: &mut Page<'_>) -> Result {
-    let (generation, ns) = current()?.handler().last_update();
+fn show_last_update(k: &FileState, page: &mut Page<'_>) -> Result {
+    let (generation, ns) = k.guest()?.last_update();
     writeln!(page, "generation {generation} ns {ns}")?;
     Ok(())
 }
 
-fn show_applied_pass_ns(_: &FileState, page: &mut Page<'_>) -> Result {
-    let ns = current()?.handler().applied_pass_ns();
+fn show_applied_pass_ns(k: &FileState, page: &mut Page<'_>) -> Result {
+    let ns = k.guest()?.applied_pass_ns();
     writeln!(page, "{ns}")?;
     Ok(())
 }
@@ -207,9 +262,8 @@ knob_file!(show_horizon, store_horizon, horizon, 0, 1000);
 knob_file!(show_target, store_target, target, 1, 1000);
 knob_file!(show_hysteresis, store_hysteresis, hysteresis, 0, 1000);
 
-fn show_projection(_: &FileState, page: &mut Page<'_>) -> Result {
-    let vqs = current()?;
-    let r = vqs.handler().sampler.lock().report;
+fn show_projection(k: &FileState, page: &mut Page<'_>) -> Result {
+    let r = k.guest()?.sampler.lock().report;
     writeln!(
         page,
         "samples {} busy_mcpu {} steal_mcpu {} nr_running {} mem_used_mib {} cpu_pressure {} \
@@ -230,9 +284,9 @@ fn show_projection(_: &FileState, page: &mut Page<'_>) -> Result {
 }
 
 /// One line per recent sample, oldest first: "<n> busy_mcpu <b> projected_mcpu <p> proposed <0|1>".
-fn show_samples_recent(_: &FileState, page: &mut Page<'_>) -> Result {
-    let vqs = current()?;
-    let s = vqs.handler().sampler.lock();
+fn show_samples_recent(k: &FileState, page: &mut Page<'_>) -> Result {
+    let guest = k.guest()?;
+    let s = guest.sampler.lock();
     let mut recent: KVec<crate::sampler::Past> = KVec::new();
     for p in s.history.iter().filter(|p| p.n > 0) {
         recent.push(*p, GFP_KERNEL)?;
@@ -261,8 +315,8 @@ fn show_samples_recent(_: &FileState, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn show_last_diff(_: &FileState, page: &mut Page<'_>) -> Result {
-    let Some((generation, d)) = current()?.handler().last_diff() else {
+fn show_last_diff(k: &FileState, page: &mut Page<'_>) -> Result {
+    let Some((generation, d)) = k.guest()?.last_diff() else {
         writeln!(page, "none")?;
         return Ok(());
     };
@@ -294,9 +348,8 @@ fn show_last_diff(_: &FileState, page: &mut Page<'_>) -> Result {
 
 /// The stored copy, summed up: "cpus <n> online <n> mine <n> blocks <n> online <n> mine <n>
 /// block_mib <MiB> nodes <n>".
-fn show_inventory(_: &FileState, page: &mut Page<'_>) -> Result {
-    let vqs = current()?;
-    vqs.handler().with_copy(|copy| -> Result {
+fn show_inventory(k: &FileState, page: &mut Page<'_>) -> Result {
+    k.guest()?.with_copy(|copy| -> Result {
         let inv = copy.stored();
         let me = copy.me();
         let d = inv.dims();
@@ -318,12 +371,12 @@ fn show_inventory(_: &FileState, page: &mut Page<'_>) -> Result {
 }
 
 /// One line per online CPU of the stored copy: "cpu <id> node <n|-> <free|mine|guest <g>|host>".
-fn show_cpus(_: &FileState, w: &mut Window<'_>) -> Result {
-    let vqs = current()?;
+fn show_cpus(k: &FileState, w: &mut Window<'_>) -> Result {
+    let guest = k.guest()?;
     // A copy, taken under the lock that applying the host's updates needs (in one go, so that
     // an update cannot grow the table in between): the rendering, at every read(2) of a long
     // list, runs without it.
-    let (cpus, me) = vqs.handler().with_copy(|copy| -> Result<_> {
+    let (cpus, me) = guest.with_copy(|copy| -> Result<_> {
         let mut cpus = KVVec::with_capacity(copy.stored().cpus().len(), GFP_KERNEL)?;
         for c in copy.stored().cpus() {
             // Within the capacity reserved above.
@@ -352,7 +405,7 @@ pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Re
     Ok(())
 }
 
-static ATTRS: [Attribute<FileState>; 22] = [
+pub(crate) static ATTRS: [Attribute<FileState>; 22] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"events", show_events),
     Attribute::ro(c"allocation", show_allocation),
@@ -386,13 +439,7 @@ pub(crate) struct GuestSysfs {
 impl GuestSysfs {
     pub(crate) fn new() -> Result<Self> {
         let root = SharedDir::get(c"hwconvey")?;
-        let knobs = Arc::new(
-            FileState {
-                last_request: AtomicU64::new(0),
-            },
-            GFP_KERNEL,
-        )?;
-        let dir = Dir::new(&root, c"guest", knobs, &ATTRS)?;
+        let dir = Dir::new(&root, c"guest", FileState::new(None)?, &ATTRS)?;
         crate::driver::set_events_notifier(Some(dir.notifier(c"events")?));
         Ok(Self {
             _dir: dir,

@@ -94,7 +94,11 @@ loaded=$(gsh "grep ' proposed 1\$' $G/samples_recent | tail -1")
 gsh 'kill $(cat /tmp/load.pids)' || fail "stopping the load"
 guest_in_sync
 [ "$(gfield responses)" -gt "$responses" ] || fail "the guest got no response"
-note "under load the guest asked and got a CPU: $(gsh cat $G/last_response); the sample that proposed it: $loaded"
+# Once granted, further proposals may be denied (quota): the note says what the guest holds
+# and counts the answers, the last of which need not be the grant.
+note "under load the guest asked and got a third CPU ($(range_list $H/hwc0/cpus | paste -sd' '));" \
+	"$(($(gfield responses) - responses)) answer(s), the last: $(gsh cat $G/last_response);" \
+	"the last sample that proposed: $loaded"
 
 # The VMM agent gives the running guest a vCPU for it; the guest onlines it.
 out=$("$AGENT" --qmp "$GDIR/qmp.sock" --device hwc0 --once 2>&1) || fail "agent: $out"
