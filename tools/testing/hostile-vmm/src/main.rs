@@ -628,11 +628,13 @@ fn fork() -> Result<ForkResult, Failure> {
     unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))
 }
 
-/// The grandchild of [`owner_exits`]: holds the device open; once its owner (the parent) is
-/// gone, makes a request available (the memory is shared: the ring is the owner's too) and
-/// kicks, waits for the device's pass to find the owner gone, and exits.
-fn hold_and_kick(p: &Paths, vmm: &Vmm) -> i32 {
-    let owner = std::os::unix::process::parent_id();
+/// The grandchild of [`owner_exits`]: holds the device open; once its owner (its parent, the
+/// process `owner`) is gone, makes a request available (the memory is shared: the ring is the
+/// owner's too) and kicks, waits for the device's pass to find the owner gone, and exits.
+///
+/// The owner's pid comes from the owner, taken before the fork: the owner may be gone before
+/// this process first runs, and a parent read here would then be the reaper's.
+fn hold_and_kick(p: &Paths, vmm: &Vmm, owner: u32) -> i32 {
     let end = Instant::now() + TIMEOUT;
     while std::os::unix::process::parent_id() == owner && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
@@ -665,9 +667,10 @@ fn owner_exits(p: &Paths) -> Outcome {
             drop(done_r);
             // The child is the VMM: it sets the device up, leaves it open in a process of its
             // own (which also holds `done_w`), and exits.
+            let owner = process::id();
             let code = match Vmm::open(p, Setup::default()) {
                 Ok(vmm) => match fork() {
-                    Ok(ForkResult::Child) => hold_and_kick(p, &vmm),
+                    Ok(ForkResult::Child) => hold_and_kick(p, &vmm, owner),
                     Ok(ForkResult::Parent { .. }) => 0,
                     Err(_) => 1,
                 },
@@ -685,9 +688,11 @@ fn owner_exits(p: &Paths) -> Outcome {
     drop(done_w);
     let status = waitpid(child, None).map_err(|e| format!("waitpid: {e}"))?;
     let mut fds = [PollFd::new(done_r.as_fd(), PollFlags::POLLIN)];
+    // The grandchild waits up to `TIMEOUT` for its owner to go and as long for the pass, then
+    // closes the device: it is given that and as long again.
     let ready = poll(
         &mut fds,
-        PollTimeout::try_from(TIMEOUT).unwrap_or(PollTimeout::MAX),
+        PollTimeout::try_from(3 * TIMEOUT).unwrap_or(PollTimeout::MAX),
     );
     let hung_up = fds[0]
         .revents()
