@@ -114,7 +114,7 @@ pub fn guests_text(tree: &Tree, out: &mut String) {
     if devices.is_empty() {
         let _ = writeln!(
             out,
-            "(no hwconvey devices: vdpa dev add name <name> mgmtdev hwconvey)"
+            "(no hwconvey devices: vdpa dev add name <name> mgmtdev faux/hwconvey)"
         );
     }
 }

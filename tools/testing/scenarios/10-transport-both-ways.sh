@@ -9,8 +9,8 @@
 
 load_host
 load_guest
-vdpa mgmtdev show hwconvey | grep -q "max_supported_vqs 2" || fail "vdpa mgmtdev show does not list hwconvey"
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa mgmtdev show faux/hwconvey | grep -q "max_supported_vqs 2" || fail "vdpa mgmtdev show does not list hwconvey"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 wait_copy
 # "cpus <n> online <n> ...": the guest's copy counts the host's online CPUs.

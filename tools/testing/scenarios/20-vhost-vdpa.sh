@@ -9,7 +9,7 @@
 
 load_host
 load_guest
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 vhost_vdpa
 chr=$(vhost_chardev hwc0) || fail "$chr"
 chr=${chr#/dev/}

@@ -11,7 +11,7 @@
 for round in 1 2 3; do
 	load_host
 	load_guest
-	vdpa dev add name hwc0 mgmtdev hwconvey || fail "round $round: vdpa dev add"
+	vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "round $round: vdpa dev add"
 	bind hwc0 virtio_vdpa
 	wait_copy
 	rmmod hwconvey_guest || fail "round $round: rmmod hwconvey_guest with a bound device"

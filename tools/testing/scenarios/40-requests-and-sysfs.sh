@@ -17,7 +17,7 @@ echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
 [ -d $G ] && [ -d $H ] || fail "missing $G or $H"
 [ "$(cat $G/generation)" = none ] || fail "guest generation before any device: $(cat $G/generation)"
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 wait_copy
 [ "$(cat $H/devices)" = 1 ] || fail "host devices: $(cat $H/devices)"

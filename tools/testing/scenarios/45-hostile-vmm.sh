@@ -24,10 +24,10 @@ echo 60000 >$G/period_ms
 echo 1 >$H/rate_limit
 echo 1 >$H/rate_burst
 # The other guest, in this kernel: it must keep receiving updates.
-vdpa dev add name hwc1 mgmtdev hwconvey || fail "vdpa dev add hwc1"
+vdpa dev add name hwc1 mgmtdev faux/hwconvey || fail "vdpa dev add hwc1"
 bind hwc1 virtio_vdpa
 in_sync
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add hwc0"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add hwc0"
 bind hwc0 vhost_vdpa
 chr=$(vhost_chardev hwc0) || fail "$chr"
 "$VMM" "$chr" hwc0 hwc1 || fail "the hostile VMM's checks"

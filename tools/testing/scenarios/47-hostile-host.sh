@@ -20,7 +20,7 @@ load_guest
 # The guest's own projection stays out of it: nothing else moves its state.
 echo 60000 >$G/period_ms
 [ -w /sys/kernel/debug/hwconvey-host/inject ] || fail "no debugfs inject file"
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 in_sync
 # A real request and its answer, which the hostile host then replays.

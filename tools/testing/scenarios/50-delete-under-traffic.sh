@@ -10,7 +10,7 @@
 load_host
 load_guest
 for round in 1 2 3; do
-	vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+	vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 	bind hwc0 virtio_vdpa
 	wait_copy
 	pids=()

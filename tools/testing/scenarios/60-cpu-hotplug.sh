@@ -16,7 +16,7 @@ load_guest
 # keeps about one CPU busy by itself): only this test moves its CPUs.
 echo 2 >$H/initial_cpus
 echo 4 >$H/default_quota_cpus
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 in_sync
 echo "cpus 1 node 1" >$G/request

@@ -20,7 +20,7 @@ load_guest
 echo 2 >$H/initial_cpus
 echo 4 >$H/default_quota_cpus
 echo 200 >$G/period_ms
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 in_sync
 [ "$(field $G/allocation cpus)" = 2 ] || fail "initial allocation: $(cat $G/allocation)"

@@ -13,7 +13,7 @@ load_guest
 echo 60000 >$G/period_ms
 echo 5 >$H/rate_limit
 echo 5 >$H/rate_burst
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 for i in $(seq 50); do [ "$(cat $G/generation)" = "$(cat $H/generation)" ] && break; sleep 0.1; done
 (for i in $(seq 3000); do echo "cpus 1" >$G/request 2>/dev/null; done) &

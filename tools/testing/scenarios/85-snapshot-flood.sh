@@ -14,7 +14,7 @@ load_guest
 echo 60000 >$G/period_ms
 echo 5 >$H/rate_limit
 echo 5 >$H/rate_burst
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 in_sync
 applied0=$(cat $G/updates_applied)

@@ -15,7 +15,7 @@ load_guest
 # The guest's own projection stays out of it (one sample a minute): only the scenario's
 # requests are answered.
 echo 60000 >$G/period_ms
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 in_sync
 before=$(online_blocks)

@@ -20,7 +20,7 @@ load_guest
 echo 60000 >$G/period_ms
 echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 wait_copy
 

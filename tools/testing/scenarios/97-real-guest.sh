@@ -32,7 +32,7 @@ echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
 echo 256 >$H/default_quota_memory_mib
 echo 1 >$H/release_on_exit
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 vhost_vdpa
 gid=$(cat $H/hwc0/guest_id)
 free_before=$(grep -c ' free$' $H/cpus)

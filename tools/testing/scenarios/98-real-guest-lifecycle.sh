@@ -18,7 +18,7 @@ load_host
 echo 1 >$H/initial_cpus
 echo 2 >$H/default_quota_cpus
 echo 1 >$H/release_on_exit
-vdpa dev add name hwc0 mgmtdev hwconvey || fail "vdpa dev add"
+vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 vhost_vdpa
 free_start=$(grep -c ' free$' $H/cpus)
 

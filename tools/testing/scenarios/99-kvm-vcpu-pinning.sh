@@ -28,7 +28,7 @@ echo 2 >$H/default_quota_cpus
 echo 1 >$H/pin_vcpus
 echo 1 >$H/release_on_exit
 for d in hwc0 hwc1; do
-	vdpa dev add name $d mgmtdev hwconvey || fail "vdpa dev add $d"
+	vdpa dev add name $d mgmtdev faux/hwconvey || fail "vdpa dev add $d"
 	bind $d vhost_vdpa
 done
 vhost() { echo "/dev/$(ls "/sys/bus/vdpa/devices/$1" | grep -m1 '^vhost-vdpa-')"; }

@@ -10,7 +10,7 @@
 add_guests() {
 	local i d
 	for i in $(seq "$1"); do
-		vdpa dev add name "hwcg$i" mgmtdev hwconvey || fail "vdpa dev add hwcg$i"
+		vdpa dev add name "hwcg$i" mgmtdev faux/hwconvey || fail "vdpa dev add hwcg$i"
 		d=/sys/bus/vdpa/devices/hwcg$i
 		[ -e "/sys/bus/vdpa/drivers/virtio_vdpa/hwcg$i" ] && continue
 		[ -e "$d/driver" ] && { echo "hwcg$i" >"$d/driver/unbind" || fail "unbind hwcg$i"; }

@@ -13,7 +13,7 @@ cd "$HWC_ROOT"
 . tools/testing/scenarios/lib.sh
 load_host
 insmod "$GUEST_KO" period_ms=1000 || fail "insmod hwconvey_guest"
-vdpa dev add name hwc0 mgmtdev hwconvey
+vdpa dev add name hwc0 mgmtdev faux/hwconvey
 bind hwc0 virtio_vdpa
 in_sync
 # The first samples set the baseline; the window starts after them.

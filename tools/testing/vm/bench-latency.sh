@@ -25,7 +25,7 @@ cd "$HWC_ROOT"
 command -v fio >/dev/null || fail "fio is not installed (tools/testing/setup.sh installs it)"
 load_host
 load_guest
-vdpa dev add name hwc0 mgmtdev hwconvey
+vdpa dev add name hwc0 mgmtdev faux/hwconvey
 bind hwc0 virtio_vdpa
 vdpa dev add name blk0 mgmtdev vdpasim_blk
 bind blk0 virtio_vdpa

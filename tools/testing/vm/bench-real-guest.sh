@@ -18,7 +18,7 @@ cd "$HWC_ROOT"
 load_host
 echo 1 >$H/initial_cpus
 echo 2 >$H/default_quota_cpus
-vdpa dev add name hwc0 mgmtdev hwconvey
+vdpa dev add name hwc0 mgmtdev faux/hwconvey
 bind hwc0 vhost_vdpa
 guest_start hwc0
 guest_in_sync

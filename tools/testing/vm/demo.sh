@@ -36,12 +36,12 @@ G=/sys/kernel/hwconvey/guest
 show() { for f in "$@"; do printf '  %-40s %s\n' "${f#/sys/kernel/}" "$(cat "$f")"; done; }
 
 say "Creating a hwconvey device for one guest: the host module is a vDPA management device"
-vdpa mgmtdev show hwconvey | sed 's/^/  /'
+vdpa mgmtdev show faux/hwconvey | sed 's/^/  /'
 # The VM keeps about one CPU busy by itself (emulation): start the guest
 # with 2 CPUs so that it sits below its target utilisation until the load.
 echo 2 >$H/initial_cpus
 next_mark
-vdpa dev add name hwc0 mgmtdev hwconvey
+vdpa dev add name hwc0 mgmtdev faux/hwconvey
 # In loopback the device drives our own guest driver through virtio_vdpa; a
 # VMM would open it through vhost_vdpa (/dev/vhost-vdpa-N) instead.
 drv=$(basename "$(readlink /sys/bus/vdpa/devices/hwc0/driver 2>/dev/null)" 2>/dev/null)
