@@ -235,7 +235,7 @@ impl HrTimerCallback for SampleTimer {
 
     fn run(this: ArcBorrow<'_, Self>, mut ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
         // Interrupt context: only schedule the work, which samples.
-        this.vqs.schedule(SAMPLE);
+        this.vqs.as_arc_borrow().schedule(SAMPLE);
         ctx.forward_now(Self::period());
         HrTimerRestart::Restart
     }

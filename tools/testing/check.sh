@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cd "$HWC_ROOT"
 
-SUITES=(hwconvey_host hwconvey_guest rust_cpuhp rust_sysfs rust_memory_notifier rust_kvm_lifecycle)
+SUITES=(hwconvey_host hwconvey_guest rust_cpuhp rust_sysfs rust_memory_notifier rust_kvm_lifecycle rust_workqueue_disable)
 passed=0
 failed=0
 tally() { # tally FILE: adds up "N passed; M failed" of cargo and our own lines

@@ -12,7 +12,7 @@ for m in host_mod/hwconvey_host.ko guest_mod/hwconvey_guest.ko; do
 		rc=1
 	fi
 done
-for d in /sys/kernel/debug/kunit/hwconvey_* /sys/kernel/debug/kunit/rust_cpuhp /sys/kernel/debug/kunit/rust_sysfs /sys/kernel/debug/kunit/rust_memory_notifier /sys/kernel/debug/kunit/rust_kvm_lifecycle; do
+for d in /sys/kernel/debug/kunit/hwconvey_* /sys/kernel/debug/kunit/rust_cpuhp /sys/kernel/debug/kunit/rust_sysfs /sys/kernel/debug/kunit/rust_memory_notifier /sys/kernel/debug/kunit/rust_kvm_lifecycle /sys/kernel/debug/kunit/rust_workqueue_disable; do
 	[ -d "$d" ] && cp "$d/results" "$HWC_OUT/ktap-$(basename "$d")"
 done
 dmesg | grep -E 'hwconvey_(host|guest):' | grep -v '^\s*$' | sed 's/^\[[^]]*\] //' | grep -vE '^\s+(ok|not ok|#|KTAP|1\.\.)' || true
