@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn every_file_fits_on_the_largest_host() -> Result {
         use super::device::Guest;
-        use super::proto::message::{Reason, RequestKind, Response, Status};
+        use super::proto::message::Response;
         use super::sampler::{Past, HISTORY};
         use super::sysfs::{FileState, ATTRS};
         use core::sync::atomic::Ordering;
@@ -289,14 +289,7 @@ mod tests {
                 },
             ));
         }
-        guest.requests.lock().last_response = Some(Response {
-            id: u32::MAX,
-            kind: RequestKind::ReleaseMemory,
-            status: Status::Partial,
-            reason: Reason::RateLimited,
-            amount: u32::MAX,
-            generation: u64::MAX,
-        });
+        guest.requests.lock().last_response = Some(Response::WIDEST);
         {
             let mut s = guest.sampler.lock();
             s.report.samples = u64::MAX;

@@ -633,7 +633,7 @@ mod tests {
     use super::proto::inventory::{Owner, ONLINE};
     use super::proto::message::{decode_guest_msg, SnapshotEncoder, MAX_MSG_SIZE};
     use super::proto::message::{Motive, Request, RequestKind};
-    use super::proto::message::{Reason, Response, Status};
+    use super::proto::message::{Response, Status};
     use super::state::{HostState, Publication};
     use super::sysfs::{
         write_blocks_of, write_cpu_table, write_cpus_of, write_vcpus, DEVICE_ATTRS, HOST_ATTRS,
@@ -1003,14 +1003,7 @@ mod tests {
                 source: u16::MAX,
             },
         });
-        guest.last_response = Some(Response {
-            id: u32::MAX,
-            kind: RequestKind::ReleaseMemory,
-            status: Status::Partial,
-            reason: Reason::RateLimited,
-            amount: u32::MAX,
-            generation: u64::MAX,
-        });
+        guest.last_response = Some(Response::WIDEST);
         let host = super::Host::new(st)?;
         let dev = kernel::sync::Arc::new(
             super::device::DevInfo {

@@ -303,6 +303,19 @@ pub struct Response {
     pub generation: u64,
 }
 
+impl Response {
+    /// The answer whose text is the longest there is, every number at its widest and the
+    /// longest names: for tests that size the files that show an answer.
+    pub const WIDEST: Response = Response {
+        id: u32::MAX,
+        kind: RequestKind::ReleaseMemory,
+        status: Status::Partial,
+        reason: Reason::RateLimited,
+        amount: u32::MAX,
+        generation: u64::MAX,
+    };
+}
+
 /// A message the guest may receive.
 #[derive(Debug)]
 pub enum HostMsg<'a> {
