@@ -6,6 +6,7 @@
 #   make demo     boot the test kernel and run the demo scenario
 #   make check    native tests, then the modules' KUnit suites and scenarios in a VM
 #   make bench    benchmark figures: protocol core, loopback latency in a VM
+#   make series-check  every patch of the series builds on its own, in order
 #
 # KDIR=<tree> builds against another Linux 7.3 tree with patches/ applied;
 # HWC_KCONFIG=debug uses the debug kernel (KASAN, kmemleak, lockdep).
@@ -13,7 +14,7 @@
 
 T := tools/testing
 
-.PHONY: all modules setup kernel check demo bench clean fmt
+.PHONY: all modules setup kernel check demo bench series-check clean fmt
 
 all: modules
 
@@ -34,6 +35,9 @@ demo:
 
 bench:
 	$(T)/bench.sh
+
+series-check:
+	$(T)/series-check.sh
 
 fmt:
 	rustfmt --edition 2021 host_mod/*.rs guest_mod/*.rs

@@ -26,7 +26,8 @@ tally() { # tally FILE: adds up "N passed; M failed" of cargo and our own lines
 	failed=$((failed + f))
 }
 logs=$(mktemp -d "${TMPDIR:-/tmp}/hwconvey-check.XXXXXX")
-trap 'rm -rf "$logs"' EXIT
+# A failed check keeps its logs (the VM's console, dmesg, kmemleak report).
+trap 'if [ $? = 0 ]; then rm -rf "$logs"; else log "logs kept in $logs"; fi' EXIT
 
 "$here/setup.sh"
 KDIR=${KDIR:-$("$here/build-kernel.sh")}
