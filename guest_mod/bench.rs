@@ -4,14 +4,14 @@
 //! one at a time, each timed until its answer and, for a grant, the update that reflects it.
 
 use crate::device::Guest;
-use crate::driver::current;
+use crate::driver::Reported;
 use crate::proto::message::{Motive, Request, RequestKind, Status, MOTIVE_MANUAL};
 use crate::request::send_request;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
     fmt, new_mutex,
     prelude::*,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Instant, Monotonic},
     uaccess::UserSliceReader,
     virtio::virtqueue::Virtqueues,
@@ -24,13 +24,16 @@ pub(crate) struct BenchFile {
     last: Mutex<Option<RoundTrips>>,
     /// One run at a time: each waits for its own answers.
     running: AtomicBool,
+    /// The device the benchmark runs on: the one the files report on.
+    reported: Arc<Reported>,
 }
 
 impl BenchFile {
-    pub(crate) fn new() -> impl PinInit<Self, Error> {
+    pub(crate) fn new(reported: Arc<Reported>) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             last <- new_mutex!(None),
             running: AtomicBool::new(false),
+            reported,
         })
     }
 
@@ -57,7 +60,7 @@ impl BenchFile {
         if !(1..=1_000_000).contains(&n) {
             return Err(EINVAL);
         }
-        let vqs = current()?;
+        let vqs = self.reported.device()?;
         if self.running.swap(true, Ordering::Acquire) {
             return Err(EBUSY);
         }

@@ -16,12 +16,12 @@ use crate::proto::{
 use crate::receive::EVENT_BUFFERS;
 use crate::sampler::SampleTimer;
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
 use kernel::{
     device::{Bound, Core},
-    global_lock,
+    new_mutex,
     prelude::*,
-    sync::{lock::GlobalLock, Arc},
+    sync::{Arc, Mutex},
     sysfs::Notifier,
     time::hrtimer::{ArcHrTimerHandle, HrTimerPointer},
     uapi,
@@ -47,105 +47,88 @@ const _: () = assert!(
         && uapi::VIRTIO_HWCONVEY_MAX_MSG_SIZE as usize == MAX_MSG_SIZE
 );
 
-/// What the guest's files report on, and whom they wake.
-pub(crate) struct Current {
+/// The device the guest's files report on, and whom they wake: the driver-wide data, shared by
+/// the driver (its [`virtio::Registration`]'s context) and the module's files.
+///
+/// # Locks
+///
+/// `inner` comes last in the lock order of [`Guest`]: the receive path takes it, under the
+/// queues, to wake the `events` file's pollers, and nothing holds it while taking another.
+#[pin_data]
+pub(crate) struct Reported {
+    #[pin]
+    inner: Mutex<ReportedInner>,
+}
+
+/// What [`Reported`]'s lock guards.
+struct ReportedInner {
     /// The device the files report on: the first that probed, while it is bound.
     vqs: Option<Arc<Virtqueues<Guest>>>,
     /// Wakes those who poll the `events` file, while the files exist.
     events: Option<Notifier>,
 }
 
-global_lock! {
-    // SAFETY: Initialised by `init_current`; every user checks first that it was (`current_lock`).
-    unsafe(uninit) static CURRENT: Mutex<Current> = Current { vqs: None, events: None };
-}
-
-/// Where `CURRENT` is: not initialised, being initialised, ready. (A module's statics start
-/// afresh at each load.)
-static CURRENT_STATE: AtomicU8 = AtomicU8::new(UNINIT);
-const UNINIT: u8 = 0;
-const INITING: u8 = 1;
-const READY: u8 = 2;
-
-/// Readies the record of the device the guest's files report on; called at module load, before
-/// the driver is registered. Only the first call does anything.
-pub(crate) fn init_current() {
-    if CURRENT_STATE
-        .compare_exchange(UNINIT, INITING, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        return;
+impl Reported {
+    /// No device, and no files yet.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                inner <- new_mutex!(ReportedInner {
+                    vqs: None,
+                    events: None,
+                }),
+            }),
+            GFP_KERNEL,
+        )
     }
-    // SAFETY: Only the one caller that moved the state from `UNINIT` gets here, once, and no
-    // user of the lock runs before the state is `READY`.
-    unsafe { CURRENT.init() };
-    CURRENT_STATE.store(READY, Ordering::Release);
-}
 
-/// The record, once initialised.
-fn current_lock() -> Option<&'static GlobalLock<CURRENT>> {
-    (CURRENT_STATE.load(Ordering::Acquire) == READY).then_some(&CURRENT)
-}
-
-/// Makes `vqs` the device the files report on (the first device that probes).
-fn attach(vqs: &Arc<Virtqueues<Guest>>) {
-    let Some(lock) = current_lock() else {
-        return;
-    };
-    let mut cur = lock.lock();
-    if cur.vqs.is_none() {
-        cur.vqs = Some(vqs.clone());
-        // The files report on another device: their counters start again.
-        if let Some(n) = cur.events.as_ref() {
-            n.notify();
+    /// Makes `vqs` the device the files report on, if they report on none (the first device
+    /// that probes).
+    fn attach(&self, vqs: &Arc<Virtqueues<Guest>>) {
+        let mut inner = self.inner.lock();
+        if inner.vqs.is_none() {
+            inner.vqs = Some(vqs.clone());
+            // The files report on another device: their counters start again.
+            if let Some(n) = inner.events.as_ref() {
+                n.notify();
+            }
         }
     }
-}
 
-/// Forgets `vqs` if the files report on it.
-fn detach(vqs: &Virtqueues<Guest>) {
-    let Some(lock) = current_lock() else {
-        return;
-    };
-    let mut cur = lock.lock();
-    if cur.vqs.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
-        cur.vqs = None;
-        if let Some(n) = cur.events.as_ref() {
-            n.notify();
+    /// Forgets `vqs` if the files report on it.
+    fn detach(&self, vqs: &Virtqueues<Guest>) {
+        let mut inner = self.inner.lock();
+        if inner.vqs.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
+            inner.vqs = None;
+            if let Some(n) = inner.events.as_ref() {
+                n.notify();
+            }
         }
     }
-}
 
-/// The device the guest's files report on.
-pub(crate) fn current() -> Result<Arc<Virtqueues<Guest>>> {
-    current_lock()
-        .and_then(|lock| lock.lock().vqs.clone())
-        .ok_or(ENODEV)
-}
+    /// The device the guest's files report on; `ENODEV` without one.
+    pub(crate) fn device(&self) -> Result<Arc<Virtqueues<Guest>>> {
+        self.inner.lock().vqs.clone().ok_or(ENODEV)
+    }
 
-/// Sets (or, with `None`, drops) what wakes those who poll the `events` file: the files' part,
-/// for the time they exist.
-pub(crate) fn set_events_notifier(events: Option<Notifier>) {
-    let Some(lock) = current_lock() else {
-        return;
-    };
-    let old = core::mem::replace(&mut lock.lock().events, events);
-    drop(old);
-}
+    /// Sets (or, with `None`, drops) what wakes those who poll the `events` file: the files'
+    /// part, for the time they exist.
+    pub(crate) fn set_events_notifier(&self, events: Option<Notifier>) {
+        let old = core::mem::replace(&mut self.inner.lock().events, events);
+        drop(old);
+    }
 
-/// Wakes those who poll the `events` file if `guest`, whose copy or answers changed, is the
-/// device the files report on.
-pub(crate) fn events_changed(guest: &Guest) {
-    let Some(lock) = current_lock() else {
-        return;
-    };
-    let cur = lock.lock();
-    let reported = cur
-        .vqs
-        .as_deref()
-        .is_some_and(|v| core::ptr::eq(v.handler(), guest));
-    if let (true, Some(n)) = (reported, cur.events.as_ref()) {
-        n.notify();
+    /// Wakes those who poll the `events` file if `guest`, whose copy or answers changed, is the
+    /// device the files report on.
+    pub(crate) fn events_changed(&self, guest: &Guest) {
+        let inner = self.inner.lock();
+        let reported = inner
+            .vqs
+            .as_deref()
+            .is_some_and(|v| core::ptr::eq(v.handler(), guest));
+        if let (true, Some(n)) = (reported, inner.events.as_ref()) {
+            n.notify();
+        }
     }
 }
 
@@ -166,7 +149,10 @@ kernel::virtio_device_table!(
 );
 
 impl GuestDriver {
-    fn setup(dev: &virtio::Device<Bound>) -> Result<Arc<Virtqueues<Guest>>> {
+    fn setup(
+        dev: &virtio::Device<Bound>,
+        reported: &Arc<Reported>,
+    ) -> Result<Arc<Virtqueues<Guest>>> {
         let (max_msg, guest_id) = dev.read_config(|r: &ConfigReader<'_, HwcConfig>| {
             Ok::<_, Error>((
                 r.read_u32(offset_of!(HwcConfig, max_msg_size))?,
@@ -190,6 +176,7 @@ impl GuestDriver {
                 dev.has_feature(F_DELTA),
                 dev.has_feature(F_ACK),
                 dev.has_feature(F_REQUEST),
+                reported.clone(),
             ),
         )?;
         {
@@ -216,6 +203,7 @@ impl GuestDriver {
 }
 
 impl virtio::Driver for GuestDriver {
+    type Context = Arc<Reported>;
     type Data<'bound> = GuestDevice;
 
     const ID_TABLE: virtio::IdTable = &VIRTIO_TABLE;
@@ -223,8 +211,9 @@ impl virtio::Driver for GuestDriver {
 
     fn probe<'bound>(
         dev: &'bound virtio::Device<Core<'_>>,
+        reported: &'bound Arc<Reported>,
     ) -> impl PinInit<GuestDevice, Error> + 'bound {
-        let vqs = Self::setup(dev);
+        let vqs = Self::setup(dev, reported);
         try_pin_init!(GuestDevice {
             vqs: vqs?,
             _sampler: Arc::pin_init(SampleTimer::new(vqs.clone()), GFP_KERNEL)?
@@ -232,13 +221,17 @@ impl virtio::Driver for GuestDriver {
         })
         // Only a device whose probe cannot fail any more gets the files.
         .pin_chain(|this| {
-            attach(&this.vqs);
+            reported.attach(&this.vqs);
             Ok(())
         })
     }
 
-    fn unbind<'bound>(dev: &'bound virtio::Device<Core<'_>>, this: Pin<&GuestDevice>) {
-        detach(&this.vqs);
+    fn unbind<'bound>(
+        dev: &'bound virtio::Device<Core<'_>>,
+        this: Pin<&GuestDevice>,
+        reported: &Arc<Reported>,
+    ) {
+        reported.detach(&this.vqs);
         let s = &this.vqs.handler().stats;
         dev_info!(
             dev.as_ref(),

@@ -6,7 +6,7 @@
 //! it, samples the guest's own load and asks the host for resources when the
 //! projected demand exceeds what the guest holds.
 
-use kernel::{prelude::*, virtio};
+use kernel::{prelude::*, sync::Arc, virtio};
 
 #[path = "../proto/src/kernel.rs"]
 pub mod proto;
@@ -67,7 +67,10 @@ struct HwconveyGuest {
     bench: kernel::debugfs::File<bench::BenchFile>,
     sysfs: sysfs::GuestSysfs,
     #[pin]
-    driver: kernel::driver::Registration<virtio::Adapter<driver::GuestDriver>>,
+    driver: virtio::Registration<driver::GuestDriver>,
+    /// The driver's record of the device the files report on, which the files, the benchmark
+    /// and the driver share.
+    reported: Arc<driver::Reported>,
 }
 
 impl kernel::InPlaceModule for HwconveyGuest {
@@ -79,19 +82,19 @@ impl kernel::InPlaceModule for HwconveyGuest {
             params.target / 10
         );
         try_pin_init!(Self {
+            reported: driver::Reported::new()?,
             debugfs: kernel::debugfs::Dir::new(c"hwconvey-guest"),
             bench <- debugfs.read_write_callback_file(
                 c"bench_roundtrip",
-                bench::BenchFile::new(),
+                bench::BenchFile::new(reported.clone()),
                 &|b: &bench::BenchFile, f: &mut kernel::fmt::Formatter<'_>| b.show(f),
                 &|b: &bench::BenchFile, r: &mut kernel::uaccess::UserSliceReader| b.store(r),
             ),
             sysfs: {
                 initial_period()?;
-                driver::init_current();
-                sysfs::GuestSysfs::new()?
+                sysfs::GuestSysfs::new(reported.clone())?
             },
-            driver <- kernel::driver::Registration::new(c"hwconvey", module),
+            driver <- virtio::Registration::new(c"hwconvey", module, reported.clone()),
         })
     }
 }
@@ -249,7 +252,10 @@ mod tests {
             host.cpu_mut(id).ok_or(EINVAL)?.owner = me;
         }
         host.generation = u64::MAX - 1;
-        let guest = Arc::pin_init(Guest::new(true, true, true), GFP_KERNEL)?;
+        let guest = Arc::pin_init(
+            Guest::new(true, true, true, crate::driver::Reported::new()?),
+            GFP_KERNEL,
+        )?;
         {
             let mut r = guest.received.lock();
             let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;

@@ -122,7 +122,7 @@ impl Guest {
                 self.requests.lock().applied = generation;
                 self.answered.notify_all();
                 bump(&self.stats.events);
-                crate::driver::events_changed(self);
+                self.reported.events_changed(self);
                 if log {
                     pr_info!(
                         "generation {}: {} applied: host has {} online CPUs, this guest holds \
@@ -167,7 +167,7 @@ impl Guest {
                 drop(requests);
                 self.answered.notify_all();
                 bump(&self.stats.events);
-                crate::driver::events_changed(self);
+                self.reported.events_changed(self);
                 let n = self.stats.responses.fetch_add(1, Ordering::Relaxed) + 1;
                 if n <= 8 || n.is_power_of_two() {
                     pr_info!(

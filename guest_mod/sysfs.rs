@@ -5,7 +5,7 @@
 //! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
 use crate::device::Guest;
-use crate::driver::current;
+use crate::driver::Reported;
 use crate::proto::inventory::{Cpu, NodeId, Owner};
 use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL};
 use crate::request::send_request;
@@ -25,33 +25,36 @@ use kernel::{
 pub(crate) struct FileState {
     /// `kind << 32 | amount` of the last manual request, 0 if none.
     last_request: AtomicU64,
+    /// The device the files report on.
+    reported: Arc<Reported>,
     /// For tests: a device's state, without a device, that the files report on instead of the
     /// bound device.
     unbound: Option<Arc<Guest>>,
 }
 
 /// The device state the files report on: the bound device's, or a test's.
-enum Reported {
+enum Shown {
     Bound(Arc<Virtqueues<Guest>>),
     Unbound(Arc<Guest>),
 }
 
-impl Deref for Reported {
+impl Deref for Shown {
     type Target = Guest;
 
     fn deref(&self) -> &Guest {
         match self {
-            Reported::Bound(vqs) => vqs.handler(),
-            Reported::Unbound(guest) => guest,
+            Shown::Bound(vqs) => vqs.handler(),
+            Shown::Unbound(guest) => guest,
         }
     }
 }
 
 impl FileState {
-    fn new(unbound: Option<Arc<Guest>>) -> Result<Arc<Self>> {
+    fn new(reported: Arc<Reported>, unbound: Option<Arc<Guest>>) -> Result<Arc<Self>> {
         Ok(Arc::new(
             FileState {
                 last_request: AtomicU64::new(0),
+                reported,
                 unbound,
             },
             GFP_KERNEL,
@@ -62,14 +65,14 @@ impl FileState {
     /// show: a manual request fails (it needs the device's queues).
     #[cfg_attr(not(CONFIG_KUNIT = "y"), expect(dead_code))]
     pub(crate) fn reporting_on(guest: Arc<Guest>) -> Result<Arc<Self>> {
-        Self::new(Some(guest))
+        Self::new(guest.reported.clone(), Some(guest))
     }
 
     /// The device state the files report on; `ENODEV` without one.
-    fn guest(&self) -> Result<Reported> {
+    fn guest(&self) -> Result<Shown> {
         match &self.unbound {
-            Some(guest) => Ok(Reported::Unbound(guest.clone())),
-            None => current().map(Reported::Bound),
+            Some(guest) => Ok(Shown::Unbound(guest.clone())),
+            None => self.reported.device().map(Shown::Bound),
         }
     }
 }
@@ -192,7 +195,7 @@ fn parse_request(text: &str) -> Result<(RequestKind, u32, Option<NodeId>)> {
 fn store_request(k: &FileState, text: &str) -> Result {
     let (kind, amount, node) = parse_request(text)?;
     // A request needs the device's queues.
-    let Reported::Bound(vqs) = k.guest()? else {
+    let Shown::Bound(vqs) = k.guest()? else {
         return Err(ENODEV);
     };
     let (cpus, mib) = vqs.handler().allocation();
@@ -434,16 +437,24 @@ pub(crate) static ATTRS: [Attribute<FileState>; 22] = [
 pub(crate) struct GuestSysfs {
     _dir: Dir<FileState>,
     _root: SharedDir,
+    reported: Arc<Reported>,
 }
 
 impl GuestSysfs {
-    pub(crate) fn new() -> Result<Self> {
+    /// The files, reporting on the device `reported` names.
+    pub(crate) fn new(reported: Arc<Reported>) -> Result<Self> {
         let root = SharedDir::get(c"hwconvey")?;
-        let dir = Dir::new(&root, c"guest", FileState::new(None)?, &ATTRS)?;
-        crate::driver::set_events_notifier(Some(dir.notifier(c"events")?));
+        let dir = Dir::new(
+            &root,
+            c"guest",
+            FileState::new(reported.clone(), None)?,
+            &ATTRS,
+        )?;
+        reported.set_events_notifier(Some(dir.notifier(c"events")?));
         Ok(Self {
             _dir: dir,
             _root: root,
+            reported,
         })
     }
 }
@@ -451,6 +462,6 @@ impl GuestSysfs {
 impl Drop for GuestSysfs {
     fn drop(&mut self) {
         // The notifier holds the file's node: it goes with the files.
-        crate::driver::set_events_notifier(None);
+        self.reported.set_events_notifier(None);
     }
 }
