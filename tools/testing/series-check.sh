@@ -94,10 +94,10 @@ for p in "${series[@]}"; do
 	fi
 	cp "$HWC_ROOT/patches/$p" "$applied/"
 	echo "$p" >>"$applied/series"
-	verdict=$("$checkpatch" --strict --no-tree --terse "$HWC_ROOT/patches/$p" 2>&1 | tail -1)
+	verdict=$("$checkpatch" --strict --no-tree "$HWC_ROOT/patches/$p" 2>&1 | grep -E '^total:' || true)
 	configure
 	if build "${p%.patch}"; then
-		echo "ok - $p ($verdict)"
+		echo "ok - $p (checkpatch $verdict)"
 		passed=$((passed + 1))
 	else
 		echo "not ok - $p does not build: see $logs/${p%.patch}.log"

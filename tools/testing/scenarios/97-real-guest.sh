@@ -128,17 +128,21 @@ note "the agent hot-added 128 MiB; the guest's MemTotal grew from $kb_before to 
 
 # The driver, 20 times unloaded and reloaded, in one command in the guest:
 # after each reload its copy must reach the host's generation within 30 s.
+# (5 times under the debug kernel: the guest runs the normal kernel either
+# way, and the host's side of a resync is the same each time.)
+reloads=20
+debug_kernel && reloads=5
 bad=$(cat $H/hwc0/bad_messages)
 gen=$(cat $H/generation)
 reload="rmmod hwconvey_guest && insmod /hwconvey_guest.ko period_ms=60000 || { echo reload \$i failed; exit 1; }"
-synced="n=0; until [ \"\$(cat $G/generation)\" -ge $gen ] 2>/dev/null; do n=\$((n + 1)); [ \$n -le 300 ] || { echo reload \$i: at \$(cat $G/generation), host at $gen; exit 1; }; sleep 0.1; done"
-out=$("$GVM" run "$GDIR" --timeout 400 "for i in \$(seq 20); do $reload; $synced; done" 2>&1) ||
+synced="n=0; until [ \"\$(cat $G/generation)\" -ge $gen ] 2>/dev/null; do n=\$((n + 1)); [ \$n -le $((300 * SLOW)) ] || { echo reload \$i: at \$(cat $G/generation), host at $gen; exit 1; }; sleep 0.1; done"
+out=$("$GVM" run "$GDIR" --timeout $((400 * SLOW)) "for i in \$(seq $reloads); do $reload; $synced; done" 2>&1) ||
 	fail "reloads in the guest: $out"
 guest_in_sync
 [ "$(cat $H/hwc0/bad_messages)" = "$bad" ] || fail "the host counted $(($(cat $H/hwc0/bad_messages) - bad)) bad messages"
 [ "$(cat $H/hwc0/running)" = 1 ] || fail "the device is not running after the reloads"
-guest_agrees "after 20 reloads"
-note "20 unloads and reloads in the guest: each resynced, no bad message"
+guest_agrees "after $reloads reloads"
+note "$reloads unloads and reloads in the guest: each resynced, no bad message"
 
 D=/sys/bus/virtio/drivers/hwconvey
 requests=$(cat $H/hwc0/requests)

@@ -15,14 +15,18 @@ skip() { echo "SKIP: $*"; exit 4; } # kselftest's KSFT_SKIP
 # debug_kernel: true on the debug variant (HWC_KCONFIG=debug: KASAN,
 # kmemleak, lockdep), which runs several times slower.
 debug_kernel() { [ -e /sys/kernel/debug/kmemleak ]; }
+# SLOW: how many times longer the bounds of waits are on this kernel (3 on the
+# debug kernel). It stretches how long a wait may take, never what it asserts.
+SLOW=1
+if debug_kernel; then SLOW=3; fi
 note() { echo "  $*"; }
 
 # wait_until SECONDS WHAT CMD...: waits until CMD succeeds, trying every
-# 0.1 s; after SECONDS of the clock (however slow CMD is), fails saying WHAT
-# did not happen. Scenarios wait on state (sysfs, counters), never on the
-# wording of the kernel log.
+# 0.1 s; after SECONDS (times SLOW) of the clock (however slow CMD is), fails
+# saying WHAT did not happen. Scenarios wait on state (sysfs, counters), never
+# on the wording of the kernel log.
 wait_until() {
-	local t=$1 what=$2 end=$((SECONDS + $1))
+	local t=$(($1 * SLOW)) what=$2 end=$((SECONDS + $1 * SLOW))
 	shift 2
 	until "$@"; do
 		[ $SECONDS -lt $end ] || fail "$what: not within $t s"

@@ -38,7 +38,7 @@ vmm_paused() {
 # guest_stop [--kill]: powers the guest off (or kills QEMU), waits for QEMU.
 guest_stop() { "$GVM" stop "$GDIR" "$@" || fail "the guest did not stop"; }
 # gsh CMD...: runs a command line in the guest, prints its output.
-gsh() { "$GVM" run "$GDIR" --timeout 120 "$*"; }
+gsh() { "$GVM" run "$GDIR" --timeout $((120 * SLOW)) "$*"; }
 # gfield FILE: the guest's /sys/kernel/hwconvey/guest/FILE.
 gfield() { gsh cat "$G/$1"; }
 # kv TEXT NAME: the value after NAME in "name value name value ..." TEXT.

@@ -22,9 +22,12 @@ echo "1..${#scenarios[@]}"
 for s in "${scenarios[@]}"; do
 	n=$((n + 1))
 	name=$(basename "$s" .sh)
-	# A scenario may ask for more time than 300 s ("# timeout: N" in its header).
+	# A scenario may ask for more time than 300 s ("# timeout: N" in its header);
+	# the debug kernel (kmemleak) gets three times as long.
 	limit=$(sed -n 's/^# timeout: \([0-9]*\)$/\1/p' "$s" | head -1)
-	out=$(timeout "${limit:-300}" bash "$s" 2>&1)
+	limit=${limit:-300}
+	[ -e /sys/kernel/debug/kmemleak ] && limit=$((limit * 3))
+	out=$(timeout "$limit" bash "$s" 2>&1)
 	rc=$?
 	# Whatever a scenario left behind must not leak into the next one.
 	for d in $(ls /sys/bus/vdpa/devices 2>/dev/null); do vdpa dev del "$d" 2>/dev/null; done
