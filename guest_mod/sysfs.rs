@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     prelude::*,
     sync::Arc,
-    sysfs::{Attribute, Dir, Page, SharedDir, Window},
+    sysfs::{Attribute, Dir, Page, SharedDir},
     virtio::virtqueue::Virtqueues,
 };
 
@@ -373,9 +373,18 @@ fn show_inventory(k: &FileState, page: &mut Page<'_>) -> Result {
     })
 }
 
-/// One line per online CPU of the stored copy: "cpu <id> node <n|-> <free|mine|guest <g>|host>".
-fn show_cpus(k: &FileState, w: &mut Window<'_>) -> Result {
-    let guest = k.guest()?;
+/// debugfs `hwconvey-guest/cpus`: the stored copy's CPU table ([`write_cpu_table`]), a line per
+/// CPU, of the device the files report on: a listing for people, not a sysfs value.
+pub(crate) fn show_cpu_listing(
+    reported: &Reported,
+    f: &mut kernel::fmt::Formatter<'_>,
+) -> core::fmt::Result {
+    let vqs = reported.device().map_err(|_| core::fmt::Error)?;
+    write_cpu_listing(vqs.handler(), f).map_err(|_| core::fmt::Error)
+}
+
+/// The stored copy's CPU table ([`write_cpu_table`]).
+fn write_cpu_listing(guest: &Guest, w: &mut impl Write) -> Result {
     // A copy, taken under the lock that applying the host's updates needs (in one go, so that
     // an update cannot grow the table in between): the rendering, at every read(2) of a long
     // list, runs without it.
@@ -408,7 +417,7 @@ pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Re
     Ok(())
 }
 
-pub(crate) static ATTRS: [Attribute<FileState>; 22] = [
+pub(crate) static ATTRS: [Attribute<FileState>; 21] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"events", show_events),
     Attribute::ro(c"allocation", show_allocation),
@@ -430,7 +439,6 @@ pub(crate) static ATTRS: [Attribute<FileState>; 22] = [
     Attribute::ro(c"sampling_ns", show_sampling_ns),
     Attribute::ro(c"last_diff", show_last_diff),
     Attribute::ro(c"inventory", show_inventory),
-    Attribute::list(c"cpus", show_cpus),
 ];
 
 /// The guest's sysfs directory. Dropped before the module's driver registration goes away.

@@ -28,7 +28,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{Arc, Mutex},
-    sysfs::Dir,
+    sysfs::{DeviceGroup, Link},
     time::{Instant, Monotonic},
     vdpa::{self, Queues},
 };
@@ -124,6 +124,14 @@ impl Outbox {
     }
 }
 
+/// The link to a device's files from the host's directory, and the device's debugfs listing.
+pub(crate) struct DeviceLinks {
+    pub(crate) _link: Option<Link>,
+    /// debugfs `hwconvey-host/<device>/vcpus`, and its directory.
+    pub(crate) _vcpus: Pin<KBox<kernel::debugfs::File<Arc<DevInfo>>>>,
+    pub(crate) _debugfs: kernel::debugfs::Dir,
+}
+
 /// One hwconvey device, i.e. one guest.
 #[pin_data]
 pub(crate) struct HwcDevice {
@@ -131,10 +139,11 @@ pub(crate) struct HwcDevice {
     pub(crate) guest_id: u32,
     #[pin]
     outbox: Mutex<Outbox>,
-    /// The device's directory under the host's; the host module makes it once the device is
-    /// added, and it goes when the device is removed.
+    /// The link to the device's files (on the vDPA device, [`vdpa::SoftDevice::attributes`])
+    /// and its debugfs listing; the host module makes them once the device is added, and they
+    /// go when it is removed.
     #[pin]
-    pub(crate) sysfs: Mutex<Option<Dir<DevInfo>>>,
+    pub(crate) links: Mutex<Option<DeviceLinks>>,
     /// Scratch space for one request; `process` calls never overlap.
     #[pin]
     scratch: Mutex<KBox<[u8; MAX_MSG_SIZE]>>,
@@ -478,7 +487,7 @@ impl vdpa::SoftDevice for HwcDevice {
             guest_id: host.next_guest_id()?,
             outbox <- new_mutex!(Outbox { msgs: KVec::new(), resync: true, charge: false }),
             scratch <- new_mutex!(KBox::new([0u8; MAX_MSG_SIZE], GFP_KERNEL)?),
-            sysfs <- new_mutex!(None),
+            links <- new_mutex!(None),
             stats: Arc::new(DevInfo { guest_id: *guest_id, host: Some(host.clone()), ..DevInfo::default() }, GFP_KERNEL)?,
         })
     }
@@ -487,6 +496,10 @@ impl vdpa::SoftDevice for HwcDevice {
         let d = dev.data();
         pr_info!("{}: device for guest {} added\n", dev.name(), d.guest_id);
         d.host.device_added(dev);
+    }
+
+    fn attributes(&self) -> Result<Option<DeviceGroup>> {
+        self.host.device_attributes(&self.stats).map(Some)
     }
 
     fn removed(dev: &vdpa::Device<Self>) {
@@ -503,7 +516,7 @@ impl vdpa::SoftDevice for HwcDevice {
             s.bad.load(Ordering::Relaxed),
             s.dropped.load(Ordering::Relaxed),
         );
-        d.sysfs.lock().take();
+        d.links.lock().take();
         d.host.device_removed(dev);
     }
 

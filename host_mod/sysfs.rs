@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `/sys/kernel/hwconvey/host/`: the host's inventory and one directory per device (guest).
+//! `/sys/kernel/hwconvey/host/`: the host's inventory and policy, and a link per device (guest)
+//! to the device's own files on the vDPA bus, which are here too.
 //!
-//! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
+//! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`, and a
+//! device's in `Documentation/ABI/testing/sysfs-bus-vdpa-devices-hwconvey`.
 
-use crate::device::DevInfo;
+use crate::device::{DevInfo, DeviceLinks, HwcDevice};
 use crate::hotplug::{CPU_EVENTS, MEMORY_EVENTS};
 use crate::proto::{
     admission::Quota,
@@ -18,13 +20,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     prelude::*,
     sync::Arc,
-    sysfs::{Attribute, Dir, Page, SharedDir, Window},
+    sysfs::{Attribute, DeviceGroup, Dir, Page, SharedDir, Window},
+    vdpa,
 };
 
-/// The host's directory and the shared root it lives in.
+/// The host's directory and the shared root it lives in, and the host's debugfs directory,
+/// where each device gets its listings.
 pub(crate) struct HostDir {
     dir: Dir<Host>,
     _root: SharedDir,
+    debugfs: kernel::debugfs::Dir,
 }
 
 impl HostDir {
@@ -203,7 +208,7 @@ fn show_memory_events(_: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-pub(crate) static HOST_ATTRS: [Attribute<Host>; 25] = [
+pub(crate) static HOST_ATTRS: [Attribute<Host>; 24] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"events", show_events),
     Attribute::ro(c"inventory", show_inventory),
@@ -240,7 +245,6 @@ pub(crate) static HOST_ATTRS: [Attribute<Host>; 25] = [
     Attribute::ro(c"cpu_events", show_cpu_events),
     Attribute::ro(c"memory_events", show_memory_events),
     Attribute::list(c"free_cpus", show_free_cpus),
-    Attribute::list(c"cpus", show_host_cpus),
 ];
 
 /// Writes the indices of `ids` as a range list ("0-2,5") and a newline.
@@ -271,7 +275,7 @@ pub(crate) fn write_blocks_of(w: &mut impl Write, blocks: &[MemBlock], owner: Ow
     write_ranges(w, ids)
 }
 
-/// One line per online CPU: "cpu <id> node <n|-> <free|guest <g>>": the host's `cpus`.
+/// One line per online CPU: "cpu <id> node <n|-> <free|guest <g>>": the host's CPU listing.
 pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu]) -> Result {
     for (i, c) in cpus.iter().enumerate().filter(|(_, c)| c.online()) {
         let node = NodeId::display(c.node);
@@ -311,8 +315,11 @@ fn show_free_cpus(h: &Host, w: &mut Window<'_>) -> Result {
     write_cpus_of(w, &copy_table(h, cpus)?, Owner::FREE)
 }
 
-fn show_host_cpus(h: &Host, w: &mut Window<'_>) -> Result {
-    write_cpu_table(w, &copy_table(h, cpus)?)
+/// debugfs `hwconvey-host/cpus`: the host's CPU table ([`write_cpu_table`]), a line per CPU:
+/// a listing for people, not a sysfs value.
+pub(crate) fn show_cpu_listing(h: &Host, f: &mut kernel::fmt::Formatter<'_>) -> core::fmt::Result {
+    let cpus = copy_table(h, cpus).map_err(|_| core::fmt::Error)?;
+    write_cpu_table(f, &cpus).map_err(|_| core::fmt::Error)
 }
 
 fn num(page: &mut Page<'_>, c: &AtomicU64) -> Result {
@@ -395,18 +402,25 @@ fn show_vm(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-/// Most vCPUs [`show_vcpus`] lists: a line each, within the page at any vCPU count.
+/// Most vCPUs [`show_vcpu_listing`] lists: a line each.
 const VCPU_LINES: usize = 64;
 
-/// One vCPU as [`show_vcpus`] lists it: its id, its thread, where the host placed it and
+/// One vCPU as [`show_vcpu_listing`] lists it: its id, its thread, where the host placed it and
 /// whether the thread runs there.
 pub(crate) type VcpuLine = (u32, i32, Option<crate::proto::placement::Place>, bool);
 
-/// The VM's vCPUs, a line each: "vcpu <id> thread <tid> cpus <cpu>", where <cpu> is the CPU
-/// the host pinned the thread to, "shared" (all of the guest's CPUs: the VM has more vCPUs than
-/// the guest holds CPUs) or "-" (not pinned). At most [`VCPU_LINES`] lines, then
-/// "... <n> more".
-fn show_vcpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
+/// debugfs `hwconvey-host/<device>/vcpus`: the VM's vCPUs, a line each: "vcpu <id> thread
+/// <tid> cpus <cpu>", where <cpu> is the CPU the host pinned the thread to, "shared" (all of
+/// the guest's CPUs: the VM has more vCPUs than the guest holds CPUs) or "-" (not pinned). At
+/// most [`VCPU_LINES`] lines, then "... <n> more".
+pub(crate) fn show_vcpu_listing(
+    d: &DevInfo,
+    f: &mut kernel::fmt::Formatter<'_>,
+) -> core::fmt::Result {
+    write_vcpu_listing(d, f).map_err(|_| core::fmt::Error)
+}
+
+fn write_vcpu_listing(d: &DevInfo, page: &mut impl Write) -> Result {
     let mm_id = d.owner_mm.load(Ordering::Acquire);
     let vms = host_of(d)?.vms.lock();
     let Some(vm) = (mm_id != 0).then(|| vms.by_mm(mm_id)).flatten() else {
@@ -421,7 +435,7 @@ fn show_vcpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
     )
 }
 
-/// Writes [`show_vcpus`]'s lines for `count` vCPUs, given in `vcpus`.
+/// Writes [`show_vcpu_listing`]'s lines for `count` vCPUs, given in `vcpus`.
 pub(crate) fn write_vcpus(
     w: &mut impl Write,
     count: usize,
@@ -534,7 +548,7 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 28] = [
+pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 27] = [
     Attribute::ro(c"allocation", show_allocation),
     Attribute::list(c"cpus", show_cpus),
     Attribute::list(c"blocks", show_blocks),
@@ -547,7 +561,6 @@ pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 28] = [
     Attribute::ro_private(c"owner_pid", show_owner_pid),
     Attribute::ro_private(c"vm", show_vm),
     Attribute::ro(c"owed", show_owed),
-    Attribute::ro_private(c"vcpus", show_vcpus),
     Attribute::ro(c"messages_sent", show_sent),
     Attribute::ro(c"messages_received", show_received),
     Attribute::ro(c"requests", show_requests),
@@ -566,20 +579,51 @@ pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 28] = [
 ];
 
 /// Creates `/sys/kernel/hwconvey/host/`.
-pub(crate) fn host_dir(host: &Arc<Host>) -> Result<HostDir> {
+pub(crate) fn host_dir(host: &Arc<Host>, debugfs: kernel::debugfs::Dir) -> Result<HostDir> {
     let root = SharedDir::get(c"hwconvey")?;
     let dir = Dir::new(&root, c"host", host.clone(), &HOST_ATTRS)?;
     // The host's first directory is its only one: a later one (none is made) would not
     // replace it.
     host.events_notifier.populate(dir.notifier(c"events")?);
-    Ok(HostDir { dir, _root: root })
+    Ok(HostDir {
+        dir,
+        _root: root,
+        debugfs,
+    })
 }
 
-/// Creates `/sys/kernel/hwconvey/host/<device>/`.
-pub(crate) fn device_dir(
-    parent: &HostDir,
-    name: &CStr,
-    info: &Arc<DevInfo>,
-) -> Result<Dir<DevInfo>> {
-    Dir::new(parent.dir(), name, info.clone(), &DEVICE_ATTRS)
+/// The files of a device, on the vDPA device: `/sys/bus/vdpa/devices/<device>/`.
+pub(crate) fn device_group(info: &Arc<DevInfo>) -> Result<DeviceGroup> {
+    DeviceGroup::new(info.clone(), &DEVICE_ATTRS)
+}
+
+/// Links `/sys/kernel/hwconvey/host/<device>` to the files of `dev`, and makes the device's
+/// debugfs listings.
+pub(crate) fn device_links(parent: &HostDir, dev: &vdpa::Device<HwcDevice>) -> Result<DeviceLinks> {
+    let info = &dev.data().stats;
+    let debugfs = parent.debugfs.subdir(dev.name());
+    let vcpus = KBox::pin_init(
+        debugfs.read_callback_file(c"vcpus", info.clone(), &|d: &Arc<DevInfo>,
+                                                             f: &mut kernel::fmt::Formatter<
+            '_,
+        >| show_vcpu_listing(d, f)),
+        GFP_KERNEL,
+    )?;
+    // A device named like one of the host's files gets no link, but its listings.
+    let link = parent
+        .dir()
+        .link(dev.name(), dev.as_dev())
+        .inspect_err(|e| {
+            pr_warn!(
+                "{}: no link in /sys/kernel/hwconvey/host: {:?}\n",
+                dev.name(),
+                e
+            )
+        })
+        .ok();
+    Ok(DeviceLinks {
+        _link: link,
+        _vcpus: vcpus,
+        _debugfs: debugfs,
+    })
 }

@@ -38,10 +38,20 @@ pub struct Tree {
     root: PathBuf,
 }
 
-/// A relative path that stays inside the tree, or `EINVAL`.
+/// A relative path that stays inside the tree, or `EINVAL`: a side's file,
+/// a device's ("host/hwc0/quota_cpus"), or a directory of them; nothing
+/// further down a device's directory (its driver, its bus) and none of the
+/// driver core's files there.
 fn inside(rel: &str) -> io::Result<&Path> {
     let path = Path::new(rel);
-    let ok = !rel.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = !rel.is_empty()
+        && path.components().all(|c| matches!(c, Component::Normal(_)))
+        && path.components().count() <= 3
+        && !path.file_name().is_some_and(|n| {
+            DRIVER_CORE_FILES
+                .iter()
+                .any(|f| n == std::ffi::OsStr::new(f))
+        });
     if ok {
         Ok(path)
     } else {
@@ -70,7 +80,20 @@ impl Tree {
 
     /// The full path of `rel`, checked to stay inside the tree.
     pub fn path(&self, rel: &str) -> io::Result<PathBuf> {
-        Ok(self.root.join(inside(rel)?))
+        let path = self.root.join(inside(rel)?);
+        // In a device's directory, only its files: not its links (driver,
+        // bus) or subdirectories.
+        if Path::new(rel).components().count() == 3 {
+            if let Ok(m) = fs::symlink_metadata(&path) {
+                if !m.is_file() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{rel:?}: not a path inside the hwconvey tree"),
+                    ));
+                }
+            }
+        }
+        Ok(path)
     }
 
     /// The text of an attribute, without the trailing newline.
@@ -93,22 +116,36 @@ impl Tree {
         Ok(())
     }
 
-    /// The attribute files directly in `rel` (a directory), sorted by name.
+    /// The attribute files directly in `rel` (a directory), sorted by name:
+    /// regular files, less the driver core's own ([`DRIVER_CORE_FILES`]).
     pub fn files(&self, rel: &str) -> io::Result<Vec<String>> {
-        self.entries(rel, false)
+        self.entries(rel, |entry| {
+            let name = entry.file_name();
+            Ok(entry.file_type()?.is_file()
+                && !DRIVER_CORE_FILES
+                    .iter()
+                    .any(|f| name == std::ffi::OsStr::new(f)))
+        })
     }
 
-    /// The per-guest device directories under `host/`, sorted by name.
+    /// The per-guest devices under `host/`, sorted by name: links to the
+    /// vDPA devices' directories (directories in a copy of the tree).
     pub fn devices(&self) -> io::Result<Vec<String>> {
-        self.entries(Side::Host.dir(), true)
+        // A device deleted while it is listed is not listed.
+        self.entries(Side::Host.dir(), |entry| {
+            Ok(fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()))
+        })
     }
 
-    fn entries(&self, rel: &str, dirs: bool) -> io::Result<Vec<String>> {
+    fn entries(
+        &self,
+        rel: &str,
+        keep: impl Fn(&fs::DirEntry) -> io::Result<bool>,
+    ) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(self.path(rel)?)? {
             let entry = entry?;
-            let is_dir = entry.file_type()?.is_dir();
-            if is_dir == dirs {
+            if keep(&entry)? {
                 if let Some(name) = entry.file_name().to_str() {
                     names.push(name.to_owned());
                 }
@@ -118,6 +155,10 @@ impl Tree {
         Ok(names)
     }
 }
+
+/// Files a device's directory holds besides hwconvey's: the driver core's
+/// and the vDPA bus's. They are not hwconvey attributes.
+pub const DRIVER_CORE_FILES: &[&str] = &["uevent", "driver_override"];
 
 /// An I/O error as a user reads it: the message and, for an errno, its name
 /// ("Invalid argument (EINVAL)").

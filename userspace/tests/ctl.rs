@@ -25,7 +25,9 @@ fn put(root: &Path, rel: &str, text: &str) {
     fs::write(p, format!("{text}\n")).unwrap();
 }
 
-/// A host with one guest device, and a guest, as the modules lay them out.
+/// A host with one guest device, and a guest, as the modules lay them out:
+/// the device's files are on the vDPA device (here `vdpa/hwc0/`, beside the
+/// driver core's own), and `host/hwc0` links to them.
 fn tree(name: &str) -> Root {
     let root = std::env::temp_dir().join(format!("hwconveyctl-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&root);
@@ -37,21 +39,17 @@ fn tree(name: &str) -> Root {
         ),
         ("host/free_cpus", "2-3"),
         ("host/initial_cpus", "1"),
+        ("vdpa/hwc0/guest_id", "1"),
+        ("vdpa/hwc0/cpus", "0-1"),
+        ("vdpa/hwc0/blocks", ""),
+        ("vdpa/hwc0/allocation", "cpus 2 memory_mib 0"),
+        ("vdpa/hwc0/quota_cpus", "2"),
         (
-            "host/cpus",
-            "cpu 0 node 0 guest 1\ncpu 1 node 1 guest 1\ncpu 2 node 1 free\ncpu 3 node 0 free",
-        ),
-        ("host/hwc0/guest_id", "1"),
-        ("host/hwc0/cpus", "0-1"),
-        ("host/hwc0/blocks", ""),
-        ("host/hwc0/allocation", "cpus 2 memory_mib 0"),
-        ("host/hwc0/quota_cpus", "2"),
-        (
-            "host/hwc0/last_request",
+            "vdpa/hwc0/last_request",
             "id 3 kind cpus amount 1 node 1 motive 1 projection demand 2400 held 1",
         ),
         (
-            "host/hwc0/last_response",
+            "vdpa/hwc0/last_response",
             "id 3 kind cpus status partial reason quota amount 1 generation 7",
         ),
         ("guest/generation", "7"),
@@ -59,9 +57,14 @@ fn tree(name: &str) -> Root {
         ("guest/responses", "3"),
         ("guest/request", "none"),
         ("guest/last_response", "none"),
+        ("vdpa/hwc0/uevent", "VDPA_DEVICE=hwc0"),
+        ("vdpa/hwc0/driver_override", "(null)"),
+        ("vdpa/hwc0/power/runtime_status", "unsupported"),
     ] {
         put(&root, rel, text);
     }
+    std::os::unix::fs::symlink("../vdpa/hwc0", root.join("host/hwc0")).unwrap();
+    std::os::unix::fs::symlink("../power", root.join("vdpa/hwc0/subsystem")).unwrap();
     Root(root)
 }
 
@@ -86,12 +89,14 @@ fn status_as_json_and_tables() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["host"]["generation"], json!(7));
     assert_eq!(v["host"]["free_cpus"], json!([2, 3]));
-    assert_eq!(
-        v["host"]["cpus"][1],
-        json!({"cpu": 1, "node": 1, "owner": "guest", "guest": 1})
-    );
     assert_eq!(v["host"]["guests"]["hwc0"]["cpus"], json!([0, 1]));
     assert_eq!(v["host"]["guests"]["hwc0"]["blocks"], json!([]));
+    // The driver core's files, links and directories are not hwconvey's.
+    let dev = v["host"]["guests"]["hwc0"].as_object().unwrap();
+    for other in ["uevent", "driver_override", "power", "subsystem"] {
+        assert!(!dev.contains_key(other), "{other} in {dev:?}");
+    }
+    assert_eq!(dev.len(), 7, "{dev:?}");
     assert_eq!(
         v["host"]["guests"]["hwc0"]["last_request"]["motive"],
         json!("projection")
@@ -131,6 +136,21 @@ fn get_set_and_errors() {
     // Leaving the tree, a missing file, a missing module, bad usage.
     let o = ctl(&r.0, &["get", "../etc/passwd"]);
     assert_eq!(o.status.code(), Some(1));
+    // Through a device's link, only the device's own files: not the driver
+    // core's, nor what is further down (its bus, its driver).
+    for path in [
+        "host/hwc0/uevent",
+        "host/hwc0/power/runtime_status",
+        "host/hwc0/subsystem",
+        "host/hwc0/power",
+    ] {
+        let o = ctl(&r.0, &["get", path]);
+        assert_eq!(o.status.code(), Some(1), "{path}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("not a path inside"),
+            "{o:?}"
+        );
+    }
     let o = ctl(&r.0, &["set", "host/nonexistent", "1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -32,7 +32,7 @@ note "generation $(cat $G/generation) on both sides; $(cat $H/hwc0/acks) ack(s)"
 
 # Lists are served a piece per read(2): read 5 bytes at a time, each is the
 # same text as one whole read at the same generation.
-for f in $H/free_cpus $H/cpus $H/hwc0/cpus $H/hwc0/blocks $G/cpus; do
+for f in $H/free_cpus $HD/cpus $H/hwc0/cpus $H/hwc0/blocks $GD/cpus; do
 	for try in 1 2 3 4 5; do
 		gen=$(cat $H/generation)
 		whole=$(cat $f)
@@ -41,17 +41,33 @@ for f in $H/free_cpus $H/cpus $H/hwc0/cpus $H/hwc0/blocks $G/cpus; do
 	done
 	[ "$pieces" = "$whole" ] || fail "$f read 5 bytes at a time: '$pieces'; whole: '$whole'"
 done
-grep -qE '^cpu 0 node [0-9]+ ' $H/cpus || fail "the host's CPU table: $(cat $H/cpus)"
+grep -qE '^cpu 0 node [0-9]+ ' $HD/cpus || fail "the host's CPU table: $(cat $HD/cpus)"
 
-# Every file either module creates is in the ABI document.
+# A device's files are on the vDPA device; the host's directory links to it.
+[ -L $H/hwc0 ] && [ "$(readlink -f $H/hwc0)" = "$(readlink -f /sys/bus/vdpa/devices/hwc0)" ] ||
+	fail "$H/hwc0 is not a link to the vDPA device: $(ls -ld $H/hwc0)"
+
+# Every file either module creates is in the ABI documents.
 abi=$HWC_ROOT/Documentation/ABI/testing/sysfs-kernel-hwconvey
-for f in $(ls $H | sed 's|^|host/|') $(ls $H/hwc0 | sed 's|^|host/<device>/|') $(ls $G | sed 's|^|guest/|'); do
+for f in $(ls $H | sed 's|^|host/|') $(ls $G | sed 's|^|guest/|'); do
 	[ -d "$H/${f#host/}" ] && continue
 	grep -qxF "What:		/sys/kernel/hwconvey/$f" $abi || fail "/sys/kernel/hwconvey/$f is not documented in $abi"
 done
+grep -qxF "What:		/sys/kernel/hwconvey/host/<device>" $abi || fail "the device links are not documented"
+# On the device, the driver core's files, directories and links are not hwconvey's.
+dev_abi=$HWC_ROOT/Documentation/ABI/testing/sysfs-bus-vdpa-devices-hwconvey
+n=0
+for f in $(ls /sys/bus/vdpa/devices/hwc0/); do
+	p=/sys/bus/vdpa/devices/hwc0/$f
+	case $f in uevent | driver_override) continue ;; esac
+	[ -f $p ] && ! [ -L $p ] || continue
+	grep -qxF "What:		/sys/bus/vdpa/devices/<device>/$f" $dev_abi || fail "$p is not documented in $dev_abi"
+	n=$((n + 1))
+done
+[ $n = "$(grep -c '^What:' $dev_abi)" ] || fail "hwc0 has $n hwconvey files, $dev_abi documents $(grep -c '^What:' $dev_abi)"
 
 # What names a VMM's processes or what a guest asked for is root's only.
-for f in owner_pid vm vcpus last_request last_response; do
+for f in owner_pid vm last_request last_response; do
 	[ "$(stat -c %a $H/hwc0/$f)" = 400 ] || fail "$H/hwc0/$f has mode $(stat -c %a $H/hwc0/$f), not 400"
 	setpriv --reuid=65534 --regid=65534 --clear-groups cat $H/hwc0/$f >/dev/null 2>&1 &&
 		fail "an unprivileged user read $H/hwc0/$f"

@@ -40,12 +40,12 @@ all_acked "$gen" "$N" 180
 read -r _ pub_gen _ pub_devices _ pub_ns <$H/last_publication
 [ "$pub_gen" = "$gen" ] && [ "$pub_devices" = "$N" ] ||
 	fail "last publication: $(cat $H/last_publication), expected generation $gen to $N devices"
-grep -q "^cpu $victim " $G/cpus && fail "a guest's copy still lists cpu$victim online"
+grep -q "^cpu $victim " $GD/cpus && fail "a guest's copy still lists cpu$victim online"
 note "cpu$victim offline: all $N guests applied generation $gen; queueing it took the host $((pub_ns / N)) ns per guest"
 echo 1 >"/sys/devices/system/cpu/cpu$victim/online" || fail "cpu$victim online"
 gen=$(cat $H/generation)
 all_acked "$gen" "$N" 180
-grep -q "^cpu $victim " $G/cpus || fail "the guest's copy does not list cpu$victim online again"
+grep -q "^cpu $victim " $GD/cpus || fail "the guest's copy does not list cpu$victim online again"
 
 del_guests "$N"
 [ "$(cat $H/devices)" = 0 ] || fail "the host still counts $(cat $H/devices) devices"

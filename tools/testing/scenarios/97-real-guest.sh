@@ -35,7 +35,7 @@ echo 1 >$H/release_on_exit
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 vhost_vdpa
 gid=$(cat $H/hwc0/guest_id)
-free_before=$(grep -c ' free$' $H/cpus)
+free_before=$(grep -c ' free$' $HD/cpus)
 
 guest_start hwc0 2
 [ "$(cat $H/hwc0/owner_pid)" = "$(guest_pid)" ] ||
@@ -165,9 +165,9 @@ grep -q "ring restore failed" "$GDIR/qemu.log" && fail "QEMU could not read the 
 # The owner goes first, the allocation right after: wait for all of it.
 released() {
 	[ "$(cat $H/hwc0/owner_pid)" = none ] && [ "$(cat $H/hwc0/allocation)" = "cpus 0 memory_mib 0" ] &&
-		[ "$(grep -c ' free$' $H/cpus)" = $((free_before + 2)) ]
+		[ "$(grep -c ' free$' $HD/cpus)" = $((free_before + 2)) ]
 }
-wait_until 30 "after poweroff: owner $(cat $H/hwc0/owner_pid), allocation $(cat $H/hwc0/allocation), $(grep -c ' free$' $H/cpus) CPUs free ($((free_before + 2)) expected)" released
+wait_until 30 "after poweroff: owner $(cat $H/hwc0/owner_pid), allocation $(cat $H/hwc0/allocation), $(grep -c ' free$' $HD/cpus) CPUs free ($((free_before + 2)) expected)" released
 note "the guest powered off: no owner, its CPUs and memory are free again"
 vdpa dev del hwc0 || fail "vdpa dev del"
 unload_all

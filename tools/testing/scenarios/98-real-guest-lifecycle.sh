@@ -20,7 +20,7 @@ echo 2 >$H/default_quota_cpus
 echo 1 >$H/release_on_exit
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 vhost_vdpa
-free_start=$(grep -c ' free$' $H/cpus)
+free_start=$(grep -c ' free$' $HD/cpus)
 
 # takes PID: the device's owner is QEMU PID.
 takes() { wait_until 30 "QEMU $1 taking the device (owner $(cat $H/hwc0/owner_pid))" eval "[ \"\$(cat $H/hwc0/owner_pid)\" = $1 ]"; }
@@ -36,7 +36,7 @@ first=$(vmm_paused hwc0) || fail "no paused QEMU: $first"
 takes "$first"
 killed "$first"
 [ "$(cat $H/hwc0/allocation)" = "cpus 0 memory_mib 0" ] || fail "after the kill the guest holds $(cat $H/hwc0/allocation)"
-[ "$(grep -c ' free$' $H/cpus)" = $((free_start + 1)) ] || fail "the guest's CPU is not free again"
+[ "$(grep -c ' free$' $HD/cpus)" = $((free_start + 1)) ] || fail "the guest's CPU is not free again"
 note "QEMU $first killed: the device has no owner, the guest's CPU is free"
 
 second=$(vmm_paused hwc0) || fail "no paused QEMU: $second"

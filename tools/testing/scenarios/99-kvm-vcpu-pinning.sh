@@ -102,9 +102,13 @@ done
 [ "$(cat $H/hwc0/owner_pid)" = "$a" ] && [ "$(cat $H/hwc1/owner_pid)" = "$b" ] ||
 	fail "owners: hwc0 $(cat $H/hwc0/owner_pid) (QEMU $a), hwc1 $(cat $H/hwc1/owner_pid) (QEMU $b)"
 [ "$(cut -d' ' -f2 $H/hwc0/vm)" != "$(cut -d' ' -f2 $H/hwc1/vm)" ] || fail "hwc0 and hwc1 name the same VM"
-# The vCPU threads the devices list are the VMs' own.
-for t in $(awk '{print $4}' $H/hwc0/vcpus); do [ -d /proc/$a/task/$t ] || fail "hwc0 lists thread $t, not QEMU $a's"; done
-for t in $(awk '{print $4}' $H/hwc1/vcpus); do [ -d /proc/$b/task/$t ] || fail "hwc1 lists thread $t, not QEMU $b's"; done
+# The vCPU threads the devices list are the VMs' own, one per vCPU.
+for d in hwc0 hwc1; do
+	[ "$(grep -c '^vcpu ' $HD/$d/vcpus)" = "$(cut -d' ' -f4 $H/$d/vm)" ] ||
+		fail "$d lists $(grep -c '^vcpu ' $HD/$d/vcpus) vCPU threads, its VM has $(cut -d' ' -f4 $H/$d/vm): $(cat $HD/$d/vcpus)"
+done
+for t in $(awk '{print $4}' $HD/hwc0/vcpus); do [ -d /proc/$a/task/$t ] || fail "hwc0 lists thread $t, not QEMU $a's"; done
+for t in $(awk '{print $4}' $HD/hwc1/vcpus); do [ -d /proc/$b/task/$t ] || fail "hwc1 lists thread $t, not QEMU $b's"; done
 pinned_to_allocation hwc0 "$a" "at start"
 pinned_to_allocation hwc1 "$b" "at start"
 wait_for 60 "VM c has no vCPU thread" eval "[ \"\$(threads $c)\" = 1 ]"
@@ -126,7 +130,7 @@ note "the agent hot-added a vCPU to VM b; the kernel pinned it: $(vcpu_pins $b |
 vm_killed() {
 	local held free
 	held=$(allocated "$2" | wc -l)
-	free=$(grep -c ' free$' $H/cpus)
+	free=$(grep -c ' free$' $HD/cpus)
 	kill -9 "$1"
 	gone "$1" || fail "QEMU $1 did not exit"
 	# The VM and the owner go only once the host acted on them: wait for both.
@@ -134,8 +138,8 @@ vm_killed() {
 		eval "[ \"\$(cat $H/$2/vm)\" = none ] && [ \"\$(cat $H/$2/owner_pid)\" = none ]"
 	[ "$(cat $H/$2/owner_pid)" = none ] || fail "$2 owner $(cat $H/$2/owner_pid) after its VMM was killed"
 	[ "$(cat $H/$2/allocation)" = "cpus 0 memory_mib 0" ] || fail "$2 still holds $(cat $H/$2/allocation)"
-	[ "$(grep -c ' free$' $H/cpus)" = $((free + held)) ] ||
-		fail "free CPUs $(grep -c ' free$' $H/cpus), $((free + held)) expected"
+	[ "$(grep -c ' free$' $HD/cpus)" = $((free + held)) ] ||
+		fail "free CPUs $(grep -c ' free$' $HD/cpus), $((free + held)) expected"
 	[ -z "${3:-}" ] || grep -q '^vm ' $H/$3/vm || fail "$3 lost its VM with $2's: $(cat $H/$3/vm)"
 	note "QEMU $1 killed: $2 has no VM, its $held CPUs are free${3:+; $3 keeps $(cat $H/$3/vm)}"
 }

@@ -8,6 +8,9 @@ HOST_KO=$HWC_ROOT/host_mod/hwconvey_host.ko
 GUEST_KO=$HWC_ROOT/guest_mod/hwconvey_guest.ko
 G=/sys/kernel/hwconvey/guest
 H=/sys/kernel/hwconvey/host
+# The modules' debugfs listings (a line per CPU: not sysfs values).
+GD=/sys/kernel/debug/hwconvey-guest
+HD=/sys/kernel/debug/hwconvey-host
 
 fail() { echo "FAIL: $*"; exit 1; }
 # skip: the scenario's premise does not hold on this kernel; says why.

@@ -17,9 +17,10 @@ guest_start() {
 	local v
 	v=$(ls "/sys/bus/vdpa/devices/$1" | grep -m1 '^vhost-vdpa-') || fail "$1 has no vhost-vdpa device"
 	# The guest's own projection stays out of it (one sample a minute) until a
-	# scenario tests it.
+	# scenario tests it. A boot may stall for 300 s (three times that in all),
+	# stretched as every wait is on the debug kernel.
 	out=$("$GVM" start "$GDIR" --vhost "/dev/$v" --cpus "${2:-1}" --max-cpus 4 --memory 256 --max-memory 1024 \
-		--module-args period_ms=60000 2>&1) ||
+		--timeout $((300 * SLOW)) --module-args period_ms=60000 2>&1) ||
 		fail "the guest did not start: $out"
 	note "$out"
 }
@@ -65,7 +66,7 @@ guest_agrees() {
 	gid=$(cat $H/hwc0/guest_id)
 	[ "$(gfield allocation)" = "$(cat $H/hwc0/allocation)" ] ||
 		fail "$1: guest allocation '$(gfield allocation)', host '$(cat $H/hwc0/allocation)'"
-	hc=$(cat $H/cpus)
-	gc=$(gfield cpus | sed "s/ mine\$/ guest $gid/")
+	hc=$(cat $HD/cpus)
+	gc=$(gsh cat "$GD/cpus" | sed "s/ mine\$/ guest $gid/")
 	[ "$gc" = "$hc" ] || fail "$1: guest view of the CPUs differs: $(diff <(echo "$hc") <(echo "$gc") | tr '\n' ' ')"
 }

@@ -33,6 +33,7 @@ done
 
 H=/sys/kernel/hwconvey/host
 G=/sys/kernel/hwconvey/guest
+HD=/sys/kernel/debug/hwconvey-host
 show() { for f in "$@"; do printf '  %-40s %s\n' "${f#/sys/kernel/}" "$(cat "$f")"; done; }
 
 say "Creating a hwconvey device for one guest: the host module is a vDPA management device"
@@ -62,14 +63,14 @@ synced() { [ "$(cat $G/generation)" = "$(cat $H/generation)" ]; }
 
 say "What each side holds: the host gave the new guest $(cat $H/initial_cpus) CPU(s), NUMA-local"
 show $H/hwc0/cpus $H/hwc0/quota_cpus $G/allocation
-cat $H/cpus | sed 's/^/  /'
+cat $HD/cpus | sed 's/^/  /'
 
 say "The guest asks by hand for one more CPU, on node 1; then that CPU goes offline"
 echo 3 >$H/hwc0/quota_cpus
 next_mark
 echo "cpus 1 node 1" >$G/request
 wait_for '[ "$(cat $G/responses)" -ge 1 ]' && wait_for synced
-victim=$(grep -E " node 1 guest [0-9]+$" $H/cpus | head -1 | awk '{print $2}')
+victim=$(grep -E " node 1 guest [0-9]+$" $HD/cpus | head -1 | awk '{print $2}')
 module_log $mark
 show $G/last_response $H/hwc0/cpus
 if [ -n "$victim" ]; then
