@@ -62,8 +62,11 @@ pub(crate) struct Reported {
 
 /// What [`Reported`]'s lock guards.
 struct ReportedInner {
-    /// The device the files report on: the first that probed, while it is bound.
+    /// The device the files report on: the first that probed, while it is bound; then the
+    /// next of `others`.
     vqs: Option<Arc<Virtqueues<Guest>>>,
+    /// The other bound devices, in the order they probed.
+    others: KVec<Arc<Virtqueues<Guest>>>,
     /// Wakes those who poll the `events` file, while the files exist.
     events: Option<Notifier>,
 }
@@ -75,6 +78,7 @@ impl Reported {
             pin_init!(Self {
                 inner <- new_mutex!(ReportedInner {
                     vqs: None,
+                    others: KVec::new(),
                     events: None,
                 }),
             }),
@@ -82,9 +86,10 @@ impl Reported {
         )
     }
 
-    /// Makes `vqs` the device the files report on, if they report on none (the first device
-    /// that probes).
-    fn attach(&self, vqs: &Arc<Virtqueues<Guest>>) {
+    /// Makes `vqs` the device the files report on if they report on none (the first device
+    /// that probes), else keeps it for when the reported one goes. Out of memory, nothing is
+    /// recorded and the probe fails.
+    fn attach(&self, vqs: &Arc<Virtqueues<Guest>>) -> Result {
         let mut inner = self.inner.lock();
         if inner.vqs.is_none() {
             inner.vqs = Some(vqs.clone());
@@ -92,17 +97,22 @@ impl Reported {
             if let Some(n) = inner.events.as_ref() {
                 n.notify();
             }
+        } else {
+            inner.others.push(vqs.clone(), GFP_KERNEL)?;
         }
+        Ok(())
     }
 
-    /// Forgets `vqs` if the files report on it.
+    /// Forgets `vqs`; if the files reported on it, they report on the next bound device.
     fn detach(&self, vqs: &Virtqueues<Guest>) {
         let mut inner = self.inner.lock();
         if inner.vqs.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
-            inner.vqs = None;
+            inner.vqs = inner.others.remove(0).ok();
             if let Some(n) = inner.events.as_ref() {
                 n.notify();
             }
+        } else {
+            inner.others.retain(|o| !core::ptr::eq(&**o, vqs));
         }
     }
 
@@ -219,11 +229,8 @@ impl virtio::Driver for GuestDriver {
             _sampler: Arc::pin_init(SampleTimer::new(vqs.clone()), GFP_KERNEL)?
                 .start(SampleTimer::period()),
         })
-        // Only a device whose probe cannot fail any more gets the files.
-        .pin_chain(|this| {
-            reported.attach(&this.vqs);
-            Ok(())
-        })
+        // Last: only a device whose probe succeeds is recorded.
+        .pin_chain(|this| reported.attach(&this.vqs))
     }
 
     fn unbind<'bound>(

@@ -47,7 +47,12 @@ gen=$(cat $H/generation)
 all_acked "$gen" "$N" 180
 grep -q "^cpu $victim " $GD/cpus || fail "the guest's copy does not list cpu$victim online again"
 
-del_guests "$N"
+# The guest's files report on one device while any is bound: the first that
+# bound (hwcg1), then the next.
+vdpa dev del hwcg1 || fail "vdpa dev del hwcg1"
+[ "$(cat $G/generation)" != none ] || fail "with hwcg1 gone, the guest's files report on no device"
+del_guests "$N" 2
+[ "$(cat $G/generation)" = none ] || fail "the guest's files report generation $(cat $G/generation) with no device"
 [ "$(cat $H/devices)" = 0 ] || fail "the host still counts $(cat $H/devices) devices"
 [ -z "$(ls /sys/bus/vdpa/devices)" ] || fail "vDPA devices left: $(ls /sys/bus/vdpa/devices)"
 # The allocators keep some of what the first devices took (slab pages, lazily

@@ -19,10 +19,10 @@ add_guests() {
 	done
 }
 
-# del_guests N: deletes hwcg1..hwcgN.
+# del_guests N [FIRST]: deletes hwcgFIRST..hwcgN (FIRST: 1).
 del_guests() {
 	local i
-	for i in $(seq "$1"); do
+	for i in $(seq "${2:-1}" "$1"); do
 		vdpa dev del "hwcg$i" || fail "vdpa dev del hwcg$i"
 	done
 }
