@@ -3,8 +3,8 @@
 //! The request round-trip benchmark (debugfs `hwconvey-guest/bench_roundtrip`): requests sent
 //! one at a time, each timed until its answer and, for a grant, the update that reflects it.
 
+use crate::bound::BoundDevices;
 use crate::device::Guest;
-use crate::driver::Reported;
 use crate::proto::message::{Motive, Request, RequestKind, Status, MOTIVE_MANUAL};
 use crate::request::send_request;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -24,16 +24,16 @@ pub(crate) struct BenchFile {
     last: Mutex<Option<RoundTrips>>,
     /// One run at a time: each waits for its own answers.
     running: AtomicBool,
-    /// The device the benchmark runs on: the one the files report on.
-    reported: Arc<Reported>,
+    /// The devices; the benchmark runs on the first bound.
+    devices: Arc<BoundDevices>,
 }
 
 impl BenchFile {
-    pub(crate) fn new(reported: Arc<Reported>) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(devices: Arc<BoundDevices>) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             last <- new_mutex!(None),
             running: AtomicBool::new(false),
-            reported,
+            devices,
         })
     }
 
@@ -60,7 +60,7 @@ impl BenchFile {
         if !(1..=1_000_000).contains(&n) {
             return Err(EINVAL);
         }
-        let vqs = self.reported.device()?;
+        let vqs = self.devices.first()?;
         if self.running.swap(true, Ordering::Acquire) {
             return Err(EBUSY);
         }

@@ -6,7 +6,6 @@
 //! The device is untrusted (a confidential guest must not trust its host): everything here
 //! changes only after a message passed the protocol crate's decoder whole.
 
-use crate::driver::Reported;
 use crate::proto::{
     admission::TokenBucket,
     diff::Diff,
@@ -18,7 +17,8 @@ use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     new_condvar, new_mutex,
     prelude::*,
-    sync::{Arc, CondVar, CondVarTimeoutResult, Mutex, MutexGuard},
+    sync::{CondVar, CondVarTimeoutResult, Mutex, MutexGuard, SetOnce},
+    sysfs::Notifier,
     time::{msecs_to_jiffies, Instant, Jiffies, Monotonic},
 };
 
@@ -117,10 +117,8 @@ pub(crate) struct Requests {
 /// the device's queues (`Virtqueues::lock`, held by the receive path around `receive`), then
 /// `received`, then `requests`; `received` and `requests` are taken one after the other,
 /// never nested, `sampler` is taken alone, and messages are sent (which takes the queues)
-/// with none of them held. The lock of [`Reported`], the driver's record of the device its files
-/// report on, comes last: the receive path takes it, under the queues, to wake the `events`
-/// file's pollers, and nothing holds it while taking another. The atomics are counters and the
-/// features fixed at probe, each read on its own.
+/// with none of them held. The atomics are counters and the features fixed at probe, each read
+/// on its own.
 #[pin_data]
 pub(crate) struct Guest {
     #[pin]
@@ -144,20 +142,15 @@ pub(crate) struct Guest {
     pub(crate) pass_ns: AtomicI64,
     /// The id of the next request.
     pub(crate) next_request: AtomicU32,
-    /// The driver's record of the device its files report on, whose pollers the receive path
-    /// wakes.
-    pub(crate) reported: Arc<Reported>,
+    /// Wakes those who poll the device's `events` file, once the file exists (set once the
+    /// driver bound the device).
+    pub(crate) events: SetOnce<Notifier>,
 }
 
 impl Guest {
     /// A device's state before its first message, for a driver that negotiated deltas
     /// (`delta`), acknowledgements (`acks`) and requests (`can_request`).
-    pub(crate) fn new(
-        delta: bool,
-        acks: bool,
-        can_request: bool,
-        reported: Arc<Reported>,
-    ) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(delta: bool, acks: bool, can_request: bool) -> impl PinInit<Self, Error> {
         let now = Instant::<Monotonic>::now().as_nanos();
         try_pin_init!(Guest {
             received <- new_mutex!(Received {
@@ -195,8 +188,16 @@ impl Guest {
             started_ns: now,
             pass_ns: AtomicI64::new(0),
             next_request: AtomicU32::new(1),
-            reported,
+            events: SetOnce::new(),
         })
+    }
+
+    /// Counts an applied update or a taken answer, and wakes those who poll the `events` file.
+    pub(crate) fn event(&self) {
+        bump(&self.stats.events);
+        if let Some(n) = self.events.as_ref() {
+            n.notify();
+        }
     }
 
     /// Whether the first snapshot is late: none a second after the start.

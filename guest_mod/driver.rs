@@ -5,6 +5,7 @@
 //! The device is untrusted (a confidential guest must not trust its host): the configuration
 //! space is validated before anything is set up from it.
 
+use crate::bound::BoundDevices;
 use crate::device::Guest;
 use crate::proto::{
     device::{
@@ -15,14 +16,14 @@ use crate::proto::{
 };
 use crate::receive::EVENT_BUFFERS;
 use crate::sampler::SampleTimer;
+use crate::sysfs::device_files;
 use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 use kernel::{
     device::{Bound, Core},
-    new_mutex,
     prelude::*,
-    sync::{Arc, Mutex},
-    sysfs::Notifier,
+    sync::Arc,
+    sysfs::{DeviceGroup, Notifier},
     time::hrtimer::{ArcHrTimerHandle, HrTimerPointer},
     uapi,
     virtio::{self, virtqueue::Virtqueues, ConfigReader},
@@ -47,101 +48,6 @@ const _: () = assert!(
         && uapi::VIRTIO_HWCONVEY_MAX_MSG_SIZE as usize == MAX_MSG_SIZE
 );
 
-/// The device the guest's files report on, and whom they wake: the driver-wide data, shared by
-/// the driver (its [`virtio::Registration`]'s context) and the module's files.
-///
-/// # Locks
-///
-/// `inner` comes last in the lock order of [`Guest`]: the receive path takes it, under the
-/// queues, to wake the `events` file's pollers, and nothing holds it while taking another.
-#[pin_data]
-pub(crate) struct Reported {
-    #[pin]
-    inner: Mutex<ReportedInner>,
-}
-
-/// What [`Reported`]'s lock guards.
-struct ReportedInner {
-    /// The device the files report on: the first that probed, while it is bound; then the
-    /// next of `others`.
-    vqs: Option<Arc<Virtqueues<Guest>>>,
-    /// The other bound devices, in the order they probed.
-    others: KVec<Arc<Virtqueues<Guest>>>,
-    /// Wakes those who poll the `events` file, while the files exist.
-    events: Option<Notifier>,
-}
-
-impl Reported {
-    /// No device, and no files yet.
-    pub(crate) fn new() -> Result<Arc<Self>> {
-        Arc::pin_init(
-            pin_init!(Self {
-                inner <- new_mutex!(ReportedInner {
-                    vqs: None,
-                    others: KVec::new(),
-                    events: None,
-                }),
-            }),
-            GFP_KERNEL,
-        )
-    }
-
-    /// Makes `vqs` the device the files report on if they report on none (the first device
-    /// that probes), else keeps it for when the reported one goes. Out of memory, nothing is
-    /// recorded and the probe fails.
-    fn attach(&self, vqs: &Arc<Virtqueues<Guest>>) -> Result {
-        let mut inner = self.inner.lock();
-        if inner.vqs.is_none() {
-            inner.vqs = Some(vqs.clone());
-            // The files report on another device: their counters start again.
-            if let Some(n) = inner.events.as_ref() {
-                n.notify();
-            }
-        } else {
-            inner.others.push(vqs.clone(), GFP_KERNEL)?;
-        }
-        Ok(())
-    }
-
-    /// Forgets `vqs`; if the files reported on it, they report on the next bound device.
-    fn detach(&self, vqs: &Virtqueues<Guest>) {
-        let mut inner = self.inner.lock();
-        if inner.vqs.as_deref().is_some_and(|c| core::ptr::eq(c, vqs)) {
-            inner.vqs = inner.others.remove(0).ok();
-            if let Some(n) = inner.events.as_ref() {
-                n.notify();
-            }
-        } else {
-            inner.others.retain(|o| !core::ptr::eq(&**o, vqs));
-        }
-    }
-
-    /// The device the guest's files report on; `ENODEV` without one.
-    pub(crate) fn device(&self) -> Result<Arc<Virtqueues<Guest>>> {
-        self.inner.lock().vqs.clone().ok_or(ENODEV)
-    }
-
-    /// Sets (or, with `None`, drops) what wakes those who poll the `events` file: the files'
-    /// part, for the time they exist.
-    pub(crate) fn set_events_notifier(&self, events: Option<Notifier>) {
-        let old = core::mem::replace(&mut self.inner.lock().events, events);
-        drop(old);
-    }
-
-    /// Wakes those who poll the `events` file if `guest`, whose copy or answers changed, is the
-    /// device the files report on.
-    pub(crate) fn events_changed(&self, guest: &Guest) {
-        let inner = self.inner.lock();
-        let reported = inner
-            .vqs
-            .as_deref()
-            .is_some_and(|v| core::ptr::eq(v.handler(), guest));
-        if let (true, Some(n)) = (reported, inner.events.as_ref()) {
-            n.notify();
-        }
-    }
-}
-
 /// The driver's data for a bound device.
 #[pin_data]
 pub(crate) struct GuestDevice {
@@ -159,10 +65,7 @@ kernel::virtio_device_table!(
 );
 
 impl GuestDriver {
-    fn setup(
-        dev: &virtio::Device<Bound>,
-        reported: &Arc<Reported>,
-    ) -> Result<Arc<Virtqueues<Guest>>> {
+    fn setup(dev: &virtio::Device<Bound>) -> Result<Arc<Virtqueues<Guest>>> {
         let (max_msg, guest_id) = dev.read_config(|r: &ConfigReader<'_, HwcConfig>| {
             Ok::<_, Error>((
                 r.read_u32(offset_of!(HwcConfig, max_msg_size))?,
@@ -186,7 +89,6 @@ impl GuestDriver {
                 dev.has_feature(F_DELTA),
                 dev.has_feature(F_ACK),
                 dev.has_feature(F_REQUEST),
-                reported.clone(),
             ),
         )?;
         {
@@ -213,7 +115,7 @@ impl GuestDriver {
 }
 
 impl virtio::Driver for GuestDriver {
-    type Context = Arc<Reported>;
+    type Context = Arc<BoundDevices>;
     type Data<'bound> = GuestDevice;
 
     const ID_TABLE: virtio::IdTable = &VIRTIO_TABLE;
@@ -221,24 +123,46 @@ impl virtio::Driver for GuestDriver {
 
     fn probe<'bound>(
         dev: &'bound virtio::Device<Core<'_>>,
-        reported: &'bound Arc<Reported>,
+        _devices: &'bound Arc<BoundDevices>,
     ) -> impl PinInit<GuestDevice, Error> + 'bound {
-        let vqs = Self::setup(dev, reported);
+        let vqs = Self::setup(dev);
         try_pin_init!(GuestDevice {
             vqs: vqs?,
             _sampler: Arc::pin_init(SampleTimer::new(vqs.clone()), GFP_KERNEL)?
                 .start(SampleTimer::period()),
         })
-        // Last: only a device whose probe succeeds is recorded.
-        .pin_chain(|this| reported.attach(&this.vqs))
+    }
+
+    fn attributes(
+        _dev: &virtio::Device<Bound>,
+        this: Pin<&GuestDevice>,
+        _devices: &Arc<BoundDevices>,
+    ) -> Result<Option<DeviceGroup>> {
+        device_files(this.vqs.clone()).map(Some)
+    }
+
+    fn files_added(
+        dev: &virtio::Device<Bound>,
+        this: Pin<&GuestDevice>,
+        devices: &Arc<BoundDevices>,
+    ) -> Result {
+        // The device's `events` file is in place: updates wake its pollers from now on. A
+        // device's state is bound once: the slot is empty.
+        let events = Notifier::of_device_file(dev.as_ref(), c"events")?;
+        this.vqs.handler().events.populate(events);
+        // An update applied since the file appeared woke no one: wake its pollers now.
+        if let Some(n) = this.vqs.handler().events.as_ref() {
+            n.notify();
+        }
+        devices.attach(dev.as_ref(), &this.vqs)
     }
 
     fn unbind<'bound>(
         dev: &'bound virtio::Device<Core<'_>>,
         this: Pin<&GuestDevice>,
-        reported: &Arc<Reported>,
+        devices: &Arc<BoundDevices>,
     ) {
-        reported.detach(&this.vqs);
+        devices.detach(&this.vqs);
         let s = &this.vqs.handler().stats;
         dev_info!(
             dev.as_ref(),

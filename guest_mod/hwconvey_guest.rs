@@ -12,6 +12,7 @@ use kernel::{prelude::*, sync::Arc, virtio};
 pub mod proto;
 
 mod bench;
+mod bound;
 mod device;
 mod driver;
 mod receive;
@@ -60,20 +61,21 @@ fn initial_period() -> Result {
 #[pin_data]
 struct HwconveyGuest {
     /// `/sys/kernel/debug/hwconvey-guest/`, for people and benchmarks, not ABI: `cpus` (the
-    /// stored copy's CPU table, [`sysfs::show_cpu_listing`]) and `bench_roundtrip`
-    /// ([`bench::BenchFile`]). Dropped first, with the files: they go before the driver (and
-    /// its devices) do.
+    /// CPU table of the first bound device's copy, [`sysfs::show_cpu_listing`]) and
+    /// `bench_roundtrip` ([`bench::BenchFile`]). Dropped first, with the files: they go before
+    /// the driver (and its devices) do.
     debugfs: kernel::debugfs::Dir,
     #[pin]
-    cpu_listing: kernel::debugfs::File<Arc<driver::Reported>>,
+    cpu_listing: kernel::debugfs::File<Arc<bound::BoundDevices>>,
     #[pin]
     bench: kernel::debugfs::File<bench::BenchFile>,
+    /// `/sys/kernel/hwconvey/guest/`, with the devices' links: gone before the driver, so that
+    /// no device bound during the module's exit gets a link.
     sysfs: sysfs::GuestSysfs,
     #[pin]
     driver: virtio::Registration<driver::GuestDriver>,
-    /// The driver's record of the device the files report on, which the files, the benchmark
-    /// and the driver share.
-    reported: Arc<driver::Reported>,
+    /// The bound devices, which the files, the benchmark and the driver share.
+    devices: Arc<bound::BoundDevices>,
 }
 
 impl kernel::InPlaceModule for HwconveyGuest {
@@ -85,26 +87,26 @@ impl kernel::InPlaceModule for HwconveyGuest {
             params.target / 10
         );
         try_pin_init!(Self {
-            reported: driver::Reported::new()?,
+            devices: bound::BoundDevices::new()?,
             debugfs: kernel::debugfs::Dir::new(c"hwconvey-guest"),
             cpu_listing <- debugfs.read_callback_file(
                 c"cpus",
-                reported.clone(),
-                &|r: &Arc<driver::Reported>, f: &mut kernel::fmt::Formatter<'_>| {
+                devices.clone(),
+                &|r: &Arc<bound::BoundDevices>, f: &mut kernel::fmt::Formatter<'_>| {
                     sysfs::show_cpu_listing(r, f)
                 },
             ),
             bench <- debugfs.read_write_callback_file(
                 c"bench_roundtrip",
-                bench::BenchFile::new(reported.clone()),
+                bench::BenchFile::new(devices.clone()),
                 &|b: &bench::BenchFile, f: &mut kernel::fmt::Formatter<'_>| b.show(f),
                 &|b: &bench::BenchFile, r: &mut kernel::uaccess::UserSliceReader| b.store(r),
             ),
             sysfs: {
                 initial_period()?;
-                sysfs::GuestSysfs::new(reported.clone())?
+                sysfs::GuestSysfs::new(devices.clone())?
             },
-            driver <- virtio::Registration::new(c"hwconvey", module, reported.clone()),
+            driver <- virtio::Registration::new(c"hwconvey", module, devices.clone()),
         })
     }
 }
@@ -251,7 +253,7 @@ mod tests {
         use super::device::Guest;
         use super::proto::message::Response;
         use super::sampler::{Past, HISTORY};
-        use super::sysfs::{FileState, ATTRS};
+        use super::sysfs::{FileState, DEVICE_ATTRS, MODULE_ATTRS};
         use core::sync::atomic::Ordering;
         use kernel::sync::Arc;
 
@@ -262,10 +264,7 @@ mod tests {
             host.cpu_mut(id).ok_or(EINVAL)?.owner = me;
         }
         host.generation = u64::MAX - 1;
-        let guest = Arc::pin_init(
-            Guest::new(true, true, true, crate::driver::Reported::new()?),
-            GFP_KERNEL,
-        )?;
+        let guest = Arc::pin_init(Guest::new(true, true, true), GFP_KERNEL)?;
         {
             let mut r = guest.received.lock();
             let mut buf = KVec::from_elem(0u8, MAX_MSG_SIZE, GFP_KERNEL)?;
@@ -347,7 +346,7 @@ mod tests {
         // The room sysfs gives an ordinary file's text.
         let mut page = KVec::from_elem(0u8, kernel::sysfs::PAGE_TEXT, GFP_KERNEL)?;
         let (mut pages, mut lists) = (0, 0);
-        for attr in ATTRS.iter() {
+        for attr in DEVICE_ATTRS.iter() {
             match attr.render(&files, &mut page) {
                 Ok(_) if attr.is_list() => lists += 1,
                 Ok(n) => {
@@ -360,7 +359,13 @@ mod tests {
                 }
             }
         }
-        assert_eq!((pages, lists), (ATTRS.len(), 0));
+        assert_eq!((pages, lists), (DEVICE_ATTRS.len(), 0));
+        // The module's files: the knobs and a count.
+        let devices = crate::bound::BoundDevices::new()?;
+        for attr in MODULE_ATTRS.iter() {
+            assert!(!attr.is_list());
+            assert!(attr.render(&devices, &mut page)? > 0);
+        }
         Ok(())
     }
 }

@@ -121,8 +121,7 @@ impl Guest {
                 // Waiters check their condition under `requests`: none misses this update.
                 self.requests.lock().applied = generation;
                 self.answered.notify_all();
-                bump(&self.stats.events);
-                self.reported.events_changed(self);
+                self.event();
                 if log {
                     pr_info!(
                         "generation {}: {} applied: host has {} online CPUs, this guest holds \
@@ -166,8 +165,7 @@ impl Guest {
                 }
                 drop(requests);
                 self.answered.notify_all();
-                bump(&self.stats.events);
-                self.reported.events_changed(self);
+                self.event();
                 let n = self.stats.responses.fetch_add(1, Ordering::Relaxed) + 1;
                 if n <= 8 || n.is_power_of_two() {
                     pr_info!(

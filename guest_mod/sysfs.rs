@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `/sys/kernel/hwconvey/guest/`: what the guest holds, its counters, and a manual request.
+//! The guest's files: a bound device's, in its own directory `/sys/bus/virtio/devices/<device>/`
+//! (what the device's copy of the host holds, its counters, a manual request), and the
+//! module's, `/sys/kernel/hwconvey/guest/` (the projection knobs, the number of bound devices,
+//! and a link per bound device to its directory).
 //!
-//! Every file is documented in `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
+//! Every file is documented in `Documentation/ABI/testing/sysfs-bus-virtio-devices-hwconvey`
+//! and `Documentation/ABI/testing/sysfs-kernel-hwconvey`.
 
+use crate::bound::BoundDevices;
 use crate::device::Guest;
-use crate::driver::Reported;
 use crate::proto::inventory::{Cpu, NodeId, Owner};
 use crate::proto::message::{Motive, Request, RequestKind, MOTIVE_MANUAL};
 use crate::request::send_request;
@@ -16,23 +20,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     prelude::*,
     sync::Arc,
-    sysfs::{Attribute, Dir, Page, SharedDir},
+    sysfs::{Attribute, DeviceGroup, Dir, Page, SharedDir},
     virtio::virtqueue::Virtqueues,
 };
 
-/// State of the files themselves: the last manual request (the projection knobs are
-/// [`KNOBS`], the sampler's).
+/// What a device's files show: the device's state, and the last manual request made through
+/// them.
 pub(crate) struct FileState {
     /// `kind << 32 | amount` of the last manual request, 0 if none.
     last_request: AtomicU64,
-    /// The device the files report on.
-    reported: Arc<Reported>,
-    /// For tests: a device's state, without a device, that the files report on instead of the
-    /// bound device.
-    unbound: Option<Arc<Guest>>,
+    shown: Shown,
 }
 
-/// The device state the files report on: the bound device's, or a test's.
+/// The device state the files show: a bound device's, or, in tests, a state without a device.
 enum Shown {
     Bound(Arc<Virtqueues<Guest>>),
     Unbound(Arc<Guest>),
@@ -50,49 +50,46 @@ impl Deref for Shown {
 }
 
 impl FileState {
-    fn new(reported: Arc<Reported>, unbound: Option<Arc<Guest>>) -> Result<Arc<Self>> {
+    fn new(shown: Shown) -> Result<Arc<Self>> {
         Ok(Arc::new(
             FileState {
                 last_request: AtomicU64::new(0),
-                reported,
-                unbound,
+                shown,
             },
             GFP_KERNEL,
         )?)
     }
 
-    /// Files reporting on `guest`, a device's state without a device, for tests of what they
-    /// show: a manual request fails (it needs the device's queues).
+    /// Files showing `guest`, a device's state without a device, for tests of what they show:
+    /// a manual request fails (it needs the device's queues).
     #[cfg_attr(not(CONFIG_KUNIT = "y"), expect(dead_code))]
     pub(crate) fn reporting_on(guest: Arc<Guest>) -> Result<Arc<Self>> {
-        Self::new(guest.reported.clone(), Some(guest))
+        Self::new(Shown::Unbound(guest))
     }
 
-    /// The device state the files report on; `ENODEV` without one.
-    fn guest(&self) -> Result<Shown> {
-        match &self.unbound {
-            Some(guest) => Ok(Shown::Unbound(guest.clone())),
-            None => self.reported.device().map(Shown::Bound),
-        }
+    /// The device state the files show.
+    fn guest(&self) -> &Guest {
+        &self.shown
     }
 }
 
+/// The files of the device whose queues are `vqs`, for its own directory.
+pub(crate) fn device_files(vqs: Arc<Virtqueues<Guest>>) -> Result<DeviceGroup> {
+    DeviceGroup::new(FileState::new(Shown::Bound(vqs))?, &DEVICE_ATTRS)
+}
+
 fn counter(k: &FileState, page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
-    let n = k.guest().map(|g| pick(&g)).unwrap_or(0);
-    writeln!(page, "{n}")?;
+    writeln!(page, "{}", pick(k.guest()))?;
     Ok(())
 }
 
 fn show_generation(k: &FileState, page: &mut Page<'_>) -> Result {
-    match k.guest() {
-        Ok(g) => writeln!(page, "{}", g.generation())?,
-        Err(_) => writeln!(page, "none")?,
-    }
+    writeln!(page, "{}", k.guest().generation())?;
     Ok(())
 }
 
 fn show_allocation(k: &FileState, page: &mut Page<'_>) -> Result {
-    let (cpus, mib) = k.guest()?.allocation();
+    let (cpus, mib) = k.guest().allocation();
     writeln!(page, "cpus {cpus} memory_mib {mib}")?;
     Ok(())
 }
@@ -131,7 +128,7 @@ fn show_responses(k: &FileState, page: &mut Page<'_>) -> Result {
 }
 
 fn show_last_response(k: &FileState, page: &mut Page<'_>) -> Result {
-    match k.guest()?.last_response() {
+    match k.guest().last_response() {
         Some(r) => writeln!(
             page,
             "id {} kind {} status {} reason {} amount {} generation {}",
@@ -195,7 +192,7 @@ fn parse_request(text: &str) -> Result<(RequestKind, u32, Option<NodeId>)> {
 fn store_request(k: &FileState, text: &str) -> Result {
     let (kind, amount, node) = parse_request(text)?;
     // A request needs the device's queues.
-    let Shown::Bound(vqs) = k.guest()? else {
+    let Shown::Bound(vqs) = &k.shown else {
         return Err(ENODEV);
     };
     let (cpus, mib) = vqs.handler().allocation();
@@ -214,20 +211,20 @@ fn store_request(k: &FileState, text: &str) -> Result {
             ..Motive::default()
         },
     };
-    send_request(&vqs, &req)?;
+    send_request(vqs, &req)?;
     k.last_request
         .store(((kind as u64) << 32) | u64::from(amount), Ordering::Relaxed);
     Ok(())
 }
 
 fn show_last_update(k: &FileState, page: &mut Page<'_>) -> Result {
-    let (generation, ns) = k.guest()?.last_update();
+    let (generation, ns) = k.guest().last_update();
     writeln!(page, "generation {generation} ns {ns}")?;
     Ok(())
 }
 
 fn show_applied_pass_ns(k: &FileState, page: &mut Page<'_>) -> Result {
-    let ns = k.guest()?.applied_pass_ns();
+    let ns = k.guest().applied_pass_ns();
     writeln!(page, "{ns}")?;
     Ok(())
 }
@@ -235,11 +232,11 @@ fn show_applied_pass_ns(k: &FileState, page: &mut Page<'_>) -> Result {
 /// A projection knob: a number in `min..=max` that must also make valid parameters.
 macro_rules! knob_file {
     ($show:ident, $store:ident, $field:ident, $min:expr, $max:expr) => {
-        fn $show(_: &FileState, page: &mut Page<'_>) -> Result {
+        fn $show(_: &BoundDevices, page: &mut Page<'_>) -> Result {
             writeln!(page, "{}", KNOBS.$field.load(Ordering::Relaxed))?;
             Ok(())
         }
-        fn $store(_: &FileState, text: &str) -> Result {
+        fn $store(_: &BoundDevices, text: &str) -> Result {
             let v: u32 = text.trim().parse().map_err(|_| EINVAL)?;
             if !($min..=$max).contains(&v) {
                 return Err(EINVAL);
@@ -266,7 +263,7 @@ knob_file!(show_target, store_target, target, 1, 1000);
 knob_file!(show_hysteresis, store_hysteresis, hysteresis, 0, 1000);
 
 fn show_projection(k: &FileState, page: &mut Page<'_>) -> Result {
-    let r = k.guest()?.sampler.lock().report;
+    let r = k.guest().sampler.lock().report;
     writeln!(
         page,
         "samples {} busy_mcpu {} steal_mcpu {} nr_running {} mem_used_mib {} cpu_pressure {} \
@@ -288,8 +285,7 @@ fn show_projection(k: &FileState, page: &mut Page<'_>) -> Result {
 
 /// One line per recent sample, oldest first: "<n> busy_mcpu <b> projected_mcpu <p> proposed <0|1>".
 fn show_samples_recent(k: &FileState, page: &mut Page<'_>) -> Result {
-    let guest = k.guest()?;
-    let s = guest.sampler.lock();
+    let s = k.guest().sampler.lock();
     let mut recent: KVec<crate::sampler::Past> = KVec::new();
     for p in s.history.iter().filter(|p| p.n > 0) {
         recent.push(*p, GFP_KERNEL)?;
@@ -319,7 +315,7 @@ fn show_samples_recent(k: &FileState, page: &mut Page<'_>) -> Result {
 }
 
 fn show_last_diff(k: &FileState, page: &mut Page<'_>) -> Result {
-    let Some((generation, d)) = k.guest()?.last_diff() else {
+    let Some((generation, d)) = k.guest().last_diff() else {
         writeln!(page, "none")?;
         return Ok(());
     };
@@ -352,7 +348,7 @@ fn show_last_diff(k: &FileState, page: &mut Page<'_>) -> Result {
 /// The stored copy, summed up: "cpus <n> online <n> mine <n> blocks <n> online <n> mine <n>
 /// block_mib <MiB> nodes <n>".
 fn show_inventory(k: &FileState, page: &mut Page<'_>) -> Result {
-    k.guest()?.with_copy(|copy| -> Result {
+    k.guest().with_copy(|copy| -> Result {
         let inv = copy.stored();
         let me = copy.me();
         let d = inv.dims();
@@ -374,12 +370,12 @@ fn show_inventory(k: &FileState, page: &mut Page<'_>) -> Result {
 }
 
 /// debugfs `hwconvey-guest/cpus`: the stored copy's CPU table ([`write_cpu_table`]), a line per
-/// CPU, of the device the files report on: a listing for people, not a sysfs value.
+/// CPU, of the first bound device: a listing for people, not a sysfs value.
 pub(crate) fn show_cpu_listing(
-    reported: &Reported,
+    devices: &BoundDevices,
     f: &mut kernel::fmt::Formatter<'_>,
 ) -> core::fmt::Result {
-    let vqs = reported.device().map_err(|_| core::fmt::Error)?;
+    let vqs = devices.first().map_err(|_| core::fmt::Error)?;
     write_cpu_listing(vqs.handler(), f).map_err(|_| core::fmt::Error)
 }
 
@@ -417,7 +413,8 @@ pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Re
     Ok(())
 }
 
-pub(crate) static ATTRS: [Attribute<FileState>; 21] = [
+/// A bound device's files.
+pub(crate) static DEVICE_ATTRS: [Attribute<FileState>; 17] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"events", show_events),
     Attribute::ro(c"allocation", show_allocation),
@@ -430,10 +427,6 @@ pub(crate) static ATTRS: [Attribute<FileState>; 21] = [
     Attribute::rw(c"request", show_request, store_request),
     Attribute::ro(c"last_update", show_last_update),
     Attribute::ro(c"last_update_pass_ns", show_applied_pass_ns),
-    Attribute::rw(c"period_ms", show_period, store_period),
-    Attribute::rw(c"horizon", show_horizon, store_horizon),
-    Attribute::rw(c"target", show_target, store_target),
-    Attribute::rw(c"hysteresis", show_hysteresis, store_hysteresis),
     Attribute::ro(c"projection", show_projection),
     Attribute::ro(c"samples_recent", show_samples_recent),
     Attribute::ro(c"sampling_ns", show_sampling_ns),
@@ -441,35 +434,45 @@ pub(crate) static ATTRS: [Attribute<FileState>; 21] = [
     Attribute::ro(c"inventory", show_inventory),
 ];
 
-/// The guest's sysfs directory. Dropped before the module's driver registration goes away.
+fn show_devices(devices: &BoundDevices, page: &mut Page<'_>) -> Result {
+    writeln!(page, "{}", devices.count())?;
+    Ok(())
+}
+
+/// The module's files: the projection knobs, which every device's sampler follows, and the
+/// number of bound devices.
+pub(crate) static MODULE_ATTRS: [Attribute<BoundDevices>; 5] = [
+    Attribute::ro(c"devices", show_devices),
+    Attribute::rw(c"period_ms", show_period, store_period),
+    Attribute::rw(c"horizon", show_horizon, store_horizon),
+    Attribute::rw(c"target", show_target, store_target),
+    Attribute::rw(c"hysteresis", show_hysteresis, store_hysteresis),
+];
+
+/// The module's directory, `/sys/kernel/hwconvey/guest/`, which [`BoundDevices`] keeps (with
+/// its links) while this lives. Dropped before the module's driver registration goes away.
 pub(crate) struct GuestSysfs {
-    _dir: Dir<FileState>,
+    devices: Arc<BoundDevices>,
     _root: SharedDir,
-    reported: Arc<Reported>,
 }
 
 impl GuestSysfs {
-    /// The files, reporting on the device `reported` names.
-    pub(crate) fn new(reported: Arc<Reported>) -> Result<Self> {
+    /// The module's directory, for `devices`.
+    pub(crate) fn new(devices: Arc<BoundDevices>) -> Result<Self> {
         let root = SharedDir::get(c"hwconvey")?;
-        let dir = Dir::new(
-            &root,
-            c"guest",
-            FileState::new(reported.clone(), None)?,
-            &ATTRS,
-        )?;
-        reported.set_events_notifier(Some(dir.notifier(c"events")?));
+        let dir = Dir::new(&root, c"guest", devices.clone(), &MODULE_ATTRS)?;
+        let notifier = dir.notifier(c"devices")?;
+        devices.open(dir, notifier);
         Ok(Self {
-            _dir: dir,
+            devices,
             _root: root,
-            reported,
         })
     }
 }
 
 impl Drop for GuestSysfs {
     fn drop(&mut self) {
-        // The notifier holds the file's node: it goes with the files.
-        self.reported.set_events_notifier(None);
+        // The directory goes before the shared root it is in.
+        self.devices.close();
     }
 }

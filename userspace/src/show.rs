@@ -10,8 +10,7 @@ use crate::text;
 use crate::tree::{describe, Side, Tree};
 
 /// Every attribute in directory `rel`, parsed; a file that fails to read
-/// shows its error (the guest's files fail with ENODEV while no device is
-/// bound).
+/// shows its error (a device's files fail with ENODEV once it is gone).
 pub fn dir_json(tree: &Tree, rel: &str) -> Value {
     let mut obj = Map::new();
     let files = match tree.files(rel) {
@@ -28,17 +27,31 @@ pub fn dir_json(tree: &Tree, rel: &str) -> Value {
     Value::Object(obj)
 }
 
-/// One side as JSON; the host's device directories go under "guests".
+/// Where a side's JSON puts its devices' files, by device: the host's
+/// under "guests" (a device per guest), the guest's under "bound" (the
+/// devices bound to the guest driver).
+pub const fn devices_key(side: Side) -> &'static str {
+    match side {
+        Side::Host => "guests",
+        Side::Guest => "bound",
+    }
+}
+
+/// One side as JSON: its files, and each device's, through its link, under
+/// [`devices_key`].
 pub fn side_json(tree: &Tree, side: Side) -> Value {
     let mut v = dir_json(tree, side.dir());
-    if side == Side::Host {
-        let mut guests = Map::new();
-        for dev in tree.devices().unwrap_or_default() {
-            guests.insert(dev.clone(), dir_json(tree, &format!("host/{dev}")));
-        }
-        if let Value::Object(o) = &mut v {
-            o.insert("guests".into(), Value::Object(guests));
-        }
+    let devices = match side {
+        Side::Host => tree.devices(),
+        Side::Guest => tree.guest_devices(),
+    };
+    let mut by_device = Map::new();
+    for dev in devices.unwrap_or_default() {
+        let files = dir_json(tree, &format!("{}/{dev}", side.dir()));
+        by_device.insert(dev, files);
+    }
+    if let Value::Object(o) = &mut v {
+        o.insert(devices_key(side).into(), Value::Object(by_device));
     }
     v
 }
@@ -71,6 +84,23 @@ pub fn dir_text(tree: &Tree, rel: &str, out: &mut String) {
         } else {
             let _ = writeln!(out, "{name:width$}  {value}");
         }
+    }
+}
+
+/// The guest's side as text: its knobs and device count, then, per bound
+/// device, that device's files under a "-- guest/<device> --" line.
+pub fn guest_text(tree: &Tree, out: &mut String) {
+    dir_text(tree, Side::Guest.dir(), out);
+    let devices = tree.guest_devices().unwrap_or_default();
+    for dev in &devices {
+        let _ = writeln!(out, "\n-- guest/{dev} --");
+        dir_text(tree, &format!("guest/{dev}"), out);
+    }
+    if devices.is_empty() {
+        let _ = writeln!(
+            out,
+            "(no hwconvey device bound to the guest driver: no guest/<device> link)"
+        );
     }
 }
 

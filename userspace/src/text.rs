@@ -3,7 +3,9 @@
 //! What the attribute texts mean, as JSON values.
 //!
 //! The modules write one value per file in a few shapes (see
-//! `Documentation/ABI/testing/sysfs-kernel-hwconvey`): a number, "none", a
+//! `Documentation/ABI/testing/sysfs-kernel-hwconvey` and, for the devices'
+//! files, `sysfs-bus-vdpa-devices-hwconvey` and
+//! `sysfs-bus-virtio-devices-hwconvey` beside it): a number, "none", a
 //! range list, "key value" pairs, one CPU per line. This turns each into the
 //! JSON a script would want, and falls back to the plain string for anything
 //! it does not recognise, so that a newer module never breaks the tool.

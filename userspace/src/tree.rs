@@ -2,9 +2,15 @@
 
 //! The hwconvey sysfs tree: `/sys/kernel/hwconvey/{host,guest}`.
 //!
+//! Each side links its devices' directories: `host/<device>` to the vDPA
+//! device's (`/sys/bus/vdpa/devices/<device>/`), `guest/<device>` to the
+//! virtio device's (`/sys/bus/virtio/devices/<device>/`), where the device's
+//! hwconvey files are, beside the driver core's and the bus's own.
+//!
 //! Paths given by a user are relative to the root ("host/initial_cpus",
-//! "host/hwc0/quota_cpus") and may not leave it. The root can be moved
-//! (`--root`) so that the tools can be tested against a copy.
+//! "host/hwc0/quota_cpus", "guest/virtio0/generation") and may not leave it.
+//! The root can be moved (`--root`) so that the tools can be tested against
+//! a copy.
 
 use std::fs;
 use std::io::{self, Write};
@@ -39,19 +45,27 @@ pub struct Tree {
 }
 
 /// A relative path that stays inside the tree, or `EINVAL`: a side's file,
-/// a device's ("host/hwc0/quota_cpus"), or a directory of them; nothing
-/// further down a device's directory (its driver, its bus) and none of the
-/// driver core's files there.
+/// a device's ("host/hwc0/quota_cpus", "guest/virtio0/generation"), or a
+/// directory of them; nothing further down a device's directory (its
+/// driver, its bus), none of the driver core's files there, and on the
+/// guest's side only the hwconvey files ([`GUEST_DEVICE_FILES`]).
 fn inside(rel: &str) -> io::Result<&Path> {
     let path = Path::new(rel);
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
     let ok = !rel.is_empty()
-        && path.components().all(|c| matches!(c, Component::Normal(_)))
-        && path.components().count() <= 3
-        && !path.file_name().is_some_and(|n| {
-            DRIVER_CORE_FILES
-                .iter()
-                .any(|f| n == std::ffi::OsStr::new(f))
-        });
+        && names.len() == path.components().count()
+        && names.len() <= 3
+        && names.last().is_some_and(|n| hwconvey_file(n))
+        && match names.as_slice() {
+            [side, _, file] => *side != Side::Guest.dir() || guest_device_file(file),
+            _ => true,
+        };
     if ok {
         Ok(path)
     } else {
@@ -117,22 +131,38 @@ impl Tree {
     }
 
     /// The attribute files directly in `rel` (a directory), sorted by name:
-    /// regular files, less the driver core's own ([`DRIVER_CORE_FILES`]).
+    /// regular files; in a device's directory, only hwconvey's (see
+    /// [`inside`]: less the driver core's own, [`DRIVER_CORE_FILES`], on the
+    /// host's side; [`GUEST_DEVICE_FILES`] only on the guest's).
     pub fn files(&self, rel: &str) -> io::Result<Vec<String>> {
+        let path = inside(rel)?;
+        let guest_device = path.components().count() == 2 && path.starts_with(Side::Guest.dir());
         self.entries(rel, |entry| {
             let name = entry.file_name();
             Ok(entry.file_type()?.is_file()
-                && !DRIVER_CORE_FILES
-                    .iter()
-                    .any(|f| name == std::ffi::OsStr::new(f)))
+                && hwconvey_file(&name)
+                && (!guest_device || guest_device_file(&name)))
         })
     }
 
     /// The per-guest devices under `host/`, sorted by name: links to the
     /// vDPA devices' directories (directories in a copy of the tree).
     pub fn devices(&self) -> io::Result<Vec<String>> {
-        // A device deleted while it is listed is not listed.
-        self.entries(Side::Host.dir(), |entry| {
+        self.linked(Side::Host)
+    }
+
+    /// The devices bound to the guest driver, sorted by name ("virtio0"):
+    /// the links under `guest/` to the virtio devices' directories
+    /// (directories in a copy of the tree).
+    pub fn guest_devices(&self) -> io::Result<Vec<String>> {
+        self.linked(Side::Guest)
+    }
+
+    /// The device links of `side`'s directory: entries that are directories
+    /// once followed.
+    fn linked(&self, side: Side) -> io::Result<Vec<String>> {
+        // A device that goes while it is listed is not listed.
+        self.entries(side.dir(), |entry| {
             Ok(fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()))
         })
     }
@@ -156,9 +186,44 @@ impl Tree {
     }
 }
 
-/// Files a device's directory holds besides hwconvey's: the driver core's
-/// and the vDPA bus's. They are not hwconvey attributes.
+/// Files a host device's directory holds besides hwconvey's: the driver
+/// core's and the vDPA bus's. They are not hwconvey attributes.
 pub const DRIVER_CORE_FILES: &[&str] = &["uevent", "driver_override"];
+
+/// The hwconvey files of a guest device's directory. The virtio device's
+/// directory holds the virtio core's and the driver core's files too
+/// (`device`, `vendor`, `status`, `features`, `modalias`, `uevent`, ...),
+/// which vary with the kernel: only these names are hwconvey's.
+pub const GUEST_DEVICE_FILES: &[&str] = &[
+    "generation",
+    "events",
+    "allocation",
+    "messages_received",
+    "updates_applied",
+    "bad_messages",
+    "messages_sent",
+    "responses",
+    "last_response",
+    "request",
+    "last_update",
+    "last_update_pass_ns",
+    "projection",
+    "samples_recent",
+    "sampling_ns",
+    "last_diff",
+    "inventory",
+];
+
+/// Whether `name` may be a hwconvey file: none of [`DRIVER_CORE_FILES`].
+fn hwconvey_file(name: &std::ffi::OsStr) -> bool {
+    !DRIVER_CORE_FILES.iter().any(|f| name == *f)
+}
+
+/// Whether `name`, in a guest device's directory, is one of hwconvey's files
+/// ([`GUEST_DEVICE_FILES`]).
+fn guest_device_file(name: &std::ffi::OsStr) -> bool {
+    GUEST_DEVICE_FILES.iter().any(|f| name == *f)
+}
 
 /// An I/O error as a user reads it: the message and, for an errno, its name
 /// ("Invalid argument (EINVAL)").
@@ -210,7 +275,22 @@ mod tests {
             t.path("host/hwc0/cpus").unwrap(),
             Path::new("/r/host/hwc0/cpus")
         );
-        for bad in ["", "/etc/passwd", "../x", "host/../../x", "./host"] {
+        assert_eq!(
+            t.path("guest/virtio0/generation").unwrap(),
+            Path::new("/r/guest/virtio0/generation")
+        );
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "host/../../x",
+            "./host",
+            "host/hwc0/uevent",
+            "guest/virtio0/vendor",
+            "guest/virtio0/uevent",
+            "guest/virtio0/power",
+            "guest/virtio0/power/control",
+        ] {
             let e = t.path(bad).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
         }

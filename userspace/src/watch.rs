@@ -3,12 +3,15 @@
 //! Watching the tree for what changes: new generations, allocations, diffs,
 //! requests and answers, devices coming and going.
 //!
-//! sysfs does not tell inotify about attribute changes. Each module counts
-//! the changes a watcher wants in its `events` file and wakes those who
-//! poll(2) it (`POLLPRI`), so a watcher sleeps in poll(2) on those files and
-//! samples the attributes that describe events when woken, or when its
-//! interval runs out (for what is not announced: counters), and reports
-//! differences between samples.
+//! sysfs does not tell inotify about attribute changes. The modules count
+//! the changes a watcher wants in `events` files and wake those who poll(2)
+//! them (`POLLPRI`): the host in `host/events`; the guest in each bound
+//! device's `guest/<device>/events`, and in `guest/devices` when a device
+//! binds or unbinds. A watcher sleeps in poll(2) on those files and samples
+//! the attributes that describe events when woken, or when its interval runs
+//! out (for what is not announced: counters), and reports differences
+//! between samples. Each time it wakes it looks at the guest's device links
+//! again, and polls the `events` files of the devices bound since.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -22,35 +25,53 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::tree::{Side, Tree};
 
-/// The `events` files that the modules announce changes through.
-const EVENT_FILES: &[&str] = &["host/events", "guest/events"];
+/// The files that the modules announce changes through, relative to the
+/// root: the host's `events`, the guest's `devices` (a device bound or
+/// unbound) and each bound guest device's `events`.
+pub fn event_files(tree: &Tree) -> Vec<String> {
+    let mut files = Vec::new();
+    if tree.has(Side::Host) {
+        files.push("host/events".to_owned());
+    }
+    if tree.has(Side::Guest) {
+        files.push("guest/devices".to_owned());
+        for dev in tree.guest_devices().unwrap_or_default() {
+            files.push(format!("guest/{dev}/events"));
+        }
+    }
+    files
+}
 
-/// The `events` files of the loaded modules, open for poll(2).
+/// The files announcing changes ([`event_files`]), open for poll(2).
 pub struct Events {
     files: Vec<(String, File)>,
 }
 
 impl Events {
-    /// Opens the `events` file of each loaded module and reads it, so that
-    /// the next change wakes [`Events::wait`]: open them before the first
-    /// sample, which then cannot miss a change.
+    /// Opens the files announcing changes and reads each, so that the next
+    /// change wakes [`Events::wait`]: open them before the first sample,
+    /// which then cannot miss a change.
     pub fn open(tree: &Tree) -> Self {
         let mut events = Self { files: Vec::new() };
         events.reopen(tree);
         events
     }
 
-    /// Opens the `events` files not open yet: those of a module loaded (or
-    /// loaded again) since. Call it before sampling.
+    /// Looks at the tree again: closes the files of what went (a module
+    /// unloaded, a guest device unbound: its link is gone) and opens those
+    /// not open yet (a module loaded, or loaded again, a guest device bound
+    /// since). Call it before sampling, and so after `guest/devices` woke.
     pub fn reopen(&mut self, tree: &Tree) {
-        for rel in EVENT_FILES {
-            if self.files.iter().any(|(n, _)| n == rel) {
+        let wanted = event_files(tree);
+        self.files.retain(|(n, _)| wanted.contains(n));
+        for rel in wanted {
+            if self.files.iter().any(|(n, _)| *n == rel) {
                 continue;
             }
-            let Ok(path) = tree.path(rel) else { continue };
+            let Ok(path) = tree.path(&rel) else { continue };
             let Ok(file) = File::open(path) else { continue };
             if rearm(&file).is_ok() {
-                self.files.push(((*rel).to_owned(), file));
+                self.files.push((rel, file));
             }
         }
     }
@@ -61,8 +82,9 @@ impl Events {
     }
 
     /// Waits until a module announces a change or `timeout` passes; whether
-    /// one did. A file whose module went away (it polls as an error for ever
-    /// and no longer reads) is closed; without files, this only sleeps.
+    /// one did. A file that went away (its module or device: it polls as an
+    /// error for ever and no longer reads) is closed; without files, this
+    /// only sleeps.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
         if self.files.is_empty() {
             sleep(timeout);
@@ -118,7 +140,7 @@ const DEVICE_FILES: &[&str] = &[
     "bad_messages",
     "dropped_updates",
 ];
-/// Guest attributes that change on events.
+/// Attributes of each guest device that change on events.
 const GUEST_FILES: &[&str] = &[
     "generation",
     "allocation",
@@ -128,8 +150,9 @@ const GUEST_FILES: &[&str] = &[
     "bad_messages",
 ];
 
-/// The watched attributes' texts at one moment, by path. A file that does
-/// not read (no device bound) is absent.
+/// The watched attributes' texts at one moment, by path
+/// ("guest/virtio0/generation"). A file that does not read (its device
+/// went) is absent.
 pub type Sample = BTreeMap<String, String>;
 
 /// Reads every watched attribute.
@@ -151,8 +174,10 @@ pub fn sample(tree: &Tree) -> Sample {
         }
     }
     if tree.has(Side::Guest) {
-        for f in GUEST_FILES {
-            read(format!("guest/{f}"));
+        for dev in tree.guest_devices().unwrap_or_default() {
+            for f in GUEST_FILES {
+                read(format!("guest/{dev}/{f}"));
+            }
         }
     }
     s
@@ -210,11 +235,11 @@ mod tests {
         let a = s(&[
             ("host/generation", "4"),
             ("host/hwc0/cpus", "0"),
-            ("guest/generation", "4"),
+            ("guest/virtio0/generation", "4"),
         ]);
         let b = s(&[
             ("host/generation", "5"),
-            ("guest/generation", "4"),
+            ("guest/virtio0/generation", "4"),
             ("host/hwc1/cpus", "1"),
         ]);
         let c = changes(&a, &b);

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::thread::{sleep, spawn};
 use std::time::{Duration, Instant};
 
@@ -25,14 +25,49 @@ fn put(root: &Path, rel: &str, text: &str) {
     fs::write(p, format!("{text}\n")).unwrap();
 }
 
-/// A host with one guest device, and a guest, as the modules lay them out:
-/// the device's files are on the vDPA device (here `vdpa/hwc0/`, beside the
-/// driver core's own), and `host/hwc0` links to them.
+/// A guest device's files on its virtio device (here `virtio/<dev>/`), beside
+/// the virtio core's and the driver core's own, and its link `guest/<dev>`.
+fn guest_device(root: &Path, dev: &str, generation: &str) {
+    for (file, text) in [
+        ("generation", generation),
+        ("events", "2"),
+        ("allocation", "cpus 2 memory_mib 0"),
+        ("responses", "3"),
+        ("request", "none"),
+        ("last_response", "none"),
+        ("device", "0x0038"),
+        ("vendor", "0x554d4551"),
+        ("status", "0x0000000f"),
+        (
+            "features",
+            "0111000000000000000000000000000010000000000000000000000000000000",
+        ),
+        ("modalias", "virtio:d00000038v554D4551"),
+        ("uevent", "MODALIAS=virtio:d00000038v554D4551"),
+        ("power/runtime_status", "unsupported"),
+    ] {
+        put(root, &format!("virtio/{dev}/{file}"), text);
+    }
+    std::os::unix::fs::symlink("power", root.join(format!("virtio/{dev}/subsystem"))).unwrap();
+    std::os::unix::fs::symlink("power", root.join(format!("virtio/{dev}/driver"))).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../virtio/{dev}"),
+        root.join(format!("guest/{dev}")),
+    )
+    .unwrap();
+}
+
+/// A host with one guest device, and a guest with one device bound, as the
+/// modules lay them out: the host device's files are on the vDPA device
+/// (here `vdpa/hwc0/`, beside the driver core's own), and `host/hwc0` links
+/// to them; the guest's knobs are in `guest/`, its device's files on the
+/// virtio device (`virtio/virtio0/`), and `guest/virtio0` links to them.
 fn tree(name: &str) -> Root {
     let root = std::env::temp_dir().join(format!("hwconveyctl-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&root);
     for (rel, text) in [
         ("host/generation", "7"),
+        ("host/events", "3"),
         (
             "host/inventory",
             "cpus 4 online 4 blocks 16 online 16 block_mib 128 nodes 2",
@@ -52,11 +87,9 @@ fn tree(name: &str) -> Root {
             "vdpa/hwc0/last_response",
             "id 3 kind cpus status partial reason quota amount 1 generation 7",
         ),
-        ("guest/generation", "7"),
-        ("guest/allocation", "cpus 2 memory_mib 0"),
-        ("guest/responses", "3"),
-        ("guest/request", "none"),
-        ("guest/last_response", "none"),
+        ("guest/period_ms", "1000"),
+        ("guest/horizon", "5"),
+        ("guest/devices", "1"),
         ("vdpa/hwc0/uevent", "VDPA_DEVICE=hwc0"),
         ("vdpa/hwc0/driver_override", "(null)"),
         ("vdpa/hwc0/power/runtime_status", "unsupported"),
@@ -65,6 +98,7 @@ fn tree(name: &str) -> Root {
     }
     std::os::unix::fs::symlink("../vdpa/hwc0", root.join("host/hwc0")).unwrap();
     std::os::unix::fs::symlink("../power", root.join("vdpa/hwc0/subsystem")).unwrap();
+    guest_device(&root, "virtio0", "7");
     Root(root)
 }
 
@@ -75,6 +109,32 @@ fn ctl(root: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// `ctl`, for a command that may not end by itself (watch): killed, and the
+/// test failed, if it runs for more than 30 s.
+fn ctl_bounded(root: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hwconveyctl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "hwconveyctl {args:?} did not end within 30 s; it printed: {}",
+                stdout(&o)
+            );
+        }
+        sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -101,11 +161,44 @@ fn status_as_json_and_tables() {
         v["host"]["guests"]["hwc0"]["last_request"]["motive"],
         json!("projection")
     );
-    assert_eq!(
-        v["guest"]["allocation"],
-        json!({"cpus": 2, "memory_mib": 0})
+    // The guest: its knobs and device count, and each bound device's
+    // hwconvey files through its link, without the virtio core's.
+    let guest = v["guest"].as_object().unwrap();
+    assert_eq!(v["guest"]["period_ms"], json!(1000));
+    assert_eq!(v["guest"]["devices"], json!(1));
+    assert!(!guest.contains_key("virtio0"), "{guest:?}");
+    let bound = v["guest"]["bound"]
+        .as_object()
+        .expect("guest devices under \"bound\"");
+    assert_eq!(bound.keys().collect::<Vec<_>>(), ["virtio0"]);
+    let dev = bound["virtio0"].as_object().unwrap();
+    assert_eq!(dev["generation"], json!(7));
+    assert_eq!(dev["allocation"], json!({"cpus": 2, "memory_mib": 0}));
+    assert_eq!(dev["last_response"], Value::Null);
+    for other in [
+        "device",
+        "vendor",
+        "status",
+        "features",
+        "modalias",
+        "uevent",
+        "power",
+        "subsystem",
+        "driver",
+    ] {
+        assert!(!dev.contains_key(other), "{other} in {dev:?}");
+    }
+    assert_eq!(dev.len(), 6, "{dev:?}");
+
+    let o = ctl(&r.0, &["status"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{o:?}");
+    assert!(out.contains("\n-- guest/virtio0 --\n"), "{out}");
+    assert!(out.contains("\ngeneration     7\n"), "{out}");
+    assert!(
+        !out.contains("vendor") && !out.contains("modalias"),
+        "{out}"
     );
-    assert_eq!(v["guest"]["last_response"], Value::Null);
 
     let o = ctl(&r.0, &["guests"]);
     let out = stdout(&o);
@@ -133,16 +226,30 @@ fn get_set_and_errors() {
         "{\"cpus\":2,\"memory_mib\":0}\n"
     );
 
+    assert_eq!(
+        stdout(&ctl(&r.0, &["get", "guest/virtio0/generation"])),
+        "7\n"
+    );
+    let o = ctl(&r.0, &["set", "guest/period_ms", "5000"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&ctl(&r.0, &["get", "guest/period_ms"])), "5000\n");
+
     // Leaving the tree, a missing file, a missing module, bad usage.
     let o = ctl(&r.0, &["get", "../etc/passwd"]);
     assert_eq!(o.status.code(), Some(1));
     // Through a device's link, only the device's own files: not the driver
-    // core's, nor what is further down (its bus, its driver).
+    // core's or the virtio core's, nor what is further down (its bus, its
+    // driver).
     for path in [
         "host/hwc0/uevent",
         "host/hwc0/power/runtime_status",
         "host/hwc0/subsystem",
         "host/hwc0/power",
+        "guest/virtio0/vendor",
+        "guest/virtio0/modalias",
+        "guest/virtio0/uevent",
+        "guest/virtio0/driver",
+        "guest/virtio0/power/runtime_status",
     ] {
         let o = ctl(&r.0, &["get", path]);
         assert_eq!(o.status.code(), Some(1), "{path}: {o:?}");
@@ -182,6 +289,18 @@ fn get_set_and_errors() {
     }
 }
 
+fn watch_json(root: &Path, count: &str) -> Vec<Value> {
+    let o = ctl_bounded(
+        root,
+        &["--json", "watch", "--interval", "20", "--count", count],
+    );
+    assert!(o.status.success(), "{o:?}");
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn watch_reports_changes() {
     let r = tree("watch");
@@ -190,40 +309,78 @@ fn watch_reports_changes() {
         sleep(Duration::from_millis(300));
         put(&root, "host/generation", "8");
         put(&root, "host/hwc0/cpus", "0-2");
+        put(&root, "guest/virtio0/generation", "8");
     });
-    let o = ctl(
-        &r.0,
-        &["--json", "watch", "--interval", "20", "--count", "2"],
-    );
+    let events = watch_json(&r.0, "3");
     writer.join().unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let events: Vec<Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // What wakes it: the host's events, the guest's device count, and the
+    // bound guest device's events.
+    assert_eq!(
+        events[0]["watching"],
+        json!(["host/events", "guest/devices", "guest/virtio0/events"])
+    );
     let find = |path: &str| events.iter().find(|e| e["path"] == json!(path)).cloned();
     let g = find("host/generation").expect("generation event");
     assert_eq!((g["old"].clone(), g["new"].clone()), (json!(7), json!(8)));
     let c = find("host/hwc0/cpus").expect("cpus event");
     assert_eq!(c["new"], json!([0, 1, 2]));
+    let g = find("guest/virtio0/generation").expect("guest device generation event");
+    assert_eq!((g["old"].clone(), g["new"].clone()), (json!(7), json!(8)));
 }
 
 #[test]
-fn request_waits_for_the_answer() {
-    let r = tree("request");
+fn watch_follows_guest_devices() {
+    let r = tree("watchdevs");
     let root = r.0.clone();
-    // Plays the guest module: answers what is written to guest/request.
-    let responder = spawn(move || {
+    // A device binds (its link appears), then the first unbinds (its link
+    // goes, then its files).
+    let writer = spawn(move || {
+        sleep(Duration::from_millis(300));
+        guest_device(&root, "virtio3", "9");
+        put(&root, "guest/devices", "2");
+        sleep(Duration::from_millis(300));
+        fs::remove_file(root.join("guest/virtio0")).unwrap();
+        put(&root, "guest/devices", "1");
+    });
+    // virtio3's 4 watched files appear, virtio0's 4 go.
+    let events = watch_json(&r.0, "8");
+    writer.join().unwrap();
+    let find = |path: &str| events.iter().find(|e| e["path"] == json!(path)).cloned();
+    let g = find("guest/virtio3/generation").expect("the new device's generation");
+    assert_eq!(
+        (g["old"].clone(), g["new"].clone()),
+        (Value::Null, json!(9))
+    );
+    let g = find("guest/virtio0/generation").expect("the unbound device's generation");
+    assert_eq!(
+        (g["old"].clone(), g["new"].clone()),
+        (json!(7), Value::Null)
+    );
+    // The virtio core's files are never watched.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["path"].as_str().is_some_and(|p| p.ends_with("/status"))),
+        "{events:?}"
+    );
+}
+
+/// Plays the guest module for device `dev`: answers what is written to its
+/// request file (through the device's own directory) with `answer`.
+fn responder(root: &Path, dev: &str, want: &str, answer: &str) -> std::thread::JoinHandle<bool> {
+    let (root, dev, want, answer) = (
+        root.to_owned(),
+        dev.to_owned(),
+        want.to_owned(),
+        answer.to_owned(),
+    );
+    spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let req = fs::read_to_string(root.join("guest/request")).unwrap();
-            if req.trim() == "cpus 2 node 1" {
-                put(
-                    &root,
-                    "guest/last_response",
-                    "id 4 kind cpus status denied reason quota amount 0 generation 7",
-                );
-                put(&root, "guest/responses", "4");
+            let req = fs::read_to_string(root.join(format!("virtio/{dev}/request"))).unwrap();
+            if req.trim() == want {
+                put(&root, &format!("virtio/{dev}/last_response"), &answer);
+                put(&root, &format!("virtio/{dev}/responses"), "4");
                 return true;
             }
             if Instant::now() > deadline {
@@ -231,7 +388,18 @@ fn request_waits_for_the_answer() {
             }
             sleep(Duration::from_millis(5));
         }
-    });
+    })
+}
+
+#[test]
+fn request_waits_for_the_answer() {
+    let r = tree("request");
+    let responder = responder(
+        &r.0,
+        "virtio0",
+        "cpus 2 node 1",
+        "id 4 kind cpus status denied reason quota amount 0 generation 7",
+    );
     let o = ctl(&r.0, &["--json", "request", "cpus", "2", "--node", "1"]);
     assert!(responder.join().unwrap(), "the request was never written");
     // Denied: the answer is printed and the exit status says so.
@@ -239,4 +407,50 @@ fn request_waits_for_the_answer() {
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["status"], json!("denied"));
     assert_eq!(v["reason"], json!("quota"));
+}
+
+#[test]
+fn request_through_the_named_device() {
+    let r = tree("requestdev");
+    guest_device(&r.0, "virtio3", "7");
+    put(&r.0, "guest/devices", "2");
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // Two devices bound: which one must be said.
+    let o = ctl(&r.0, &["request", "cpus", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let e = stderr(&o);
+    assert!(
+        e.contains("--device") && e.contains("virtio0") && e.contains("virtio3"),
+        "{e}"
+    );
+    // A device that is not bound (or not a device) is refused, and nothing is sent.
+    for name in ["virtio9", "../virtio/virtio3", "period_ms"] {
+        let o = ctl(&r.0, &["request", "--device", name, "cpus", "1"]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {o:?}");
+        assert!(stderr(&o).contains(name), "{name}: {o:?}");
+    }
+    for dev in ["virtio0", "virtio3"] {
+        let req = fs::read_to_string(r.0.join(format!("virtio/{dev}/request"))).unwrap();
+        assert_eq!(req.trim(), "none", "{dev}");
+    }
+
+    // Named: the request goes through that device, whose answer is printed.
+    let answer = "id 4 kind cpus status granted reason none amount 1 generation 8";
+    let responder = responder(&r.0, "virtio3", "cpus 1", answer);
+    let o = ctl(&r.0, &["request", "--device", "virtio3", "cpus", "1"]);
+    assert!(responder.join().unwrap(), "the request was never written");
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o), format!("{answer}\n"));
+    let req = fs::read_to_string(r.0.join("virtio/virtio0/request")).unwrap();
+    assert_eq!(req.trim(), "none", "virtio0 got the request");
+
+    // No device bound: nothing to send through.
+    for dev in ["virtio0", "virtio3"] {
+        fs::remove_file(r.0.join(format!("guest/{dev}"))).unwrap();
+    }
+    put(&r.0, "guest/devices", "0");
+    let o = ctl(&r.0, &["request", "cpus", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stderr(&o).contains("no hwconvey device is bound"), "{o:?}");
 }

@@ -12,6 +12,8 @@ load_guest
 vdpa mgmtdev show faux/hwconvey | grep -q "max_supported_vqs 2" || fail "vdpa mgmtdev show does not list hwconvey"
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
+[ "$(cat $GK/devices)" = 1 ] || fail "the guest counts $(cat $GK/devices) devices, not 1"
 wait_copy
 # "cpus <n> online <n> ...": the guest's copy counts the host's online CPUs.
 host_cpus=$(guest_online_cpus)
@@ -25,6 +27,8 @@ vdpa dev del hwc0 || fail "vdpa dev del"
 [ ! -e $H/hwc0 ] && [ ! -L $H/hwc0 ] || fail "hwc0's host link outlived the device"
 [ ! -e /sys/bus/vdpa/devices/hwc0 ] || fail "hwc0 outlived its deletion"
 [ "$(cat $H/devices)" = 0 ] || fail "host devices after the delete: $(cat $H/devices)"
-[ "$(cat $G/generation)" = none ] || fail "the guest still has a copy with no device: $(cat $G/generation)"
+# The device's link and files went with it: the guest has no device.
+[ ! -e $G ] && [ ! -L $G ] || fail "${G##*/}'s guest link outlived the device"
+no_guest_device || fail "the guest still reports a device: links $(guest_links | xargs), devices $(cat $GK/devices)"
 note "guest -> host: ack received; device deleted, driver unbound"
 unload_all

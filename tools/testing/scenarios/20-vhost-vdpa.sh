@@ -56,8 +56,9 @@ sys.exit(0 if n == len(msg) else 1)
 PY
 ) || fail "the IOTLB update was refused: $out"
 note "a VMM $out, then closed the device"
-[ "$(cat $G/generation)" = none ] || fail "the guest has a copy while hwc0 is on vhost_vdpa"
+no_guest_device || fail "the guest has a device while hwc0 is on vhost_vdpa: links $(guest_links | xargs), devices $(cat $GK/devices)"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 back on virtio_vdpa: no guest device link in $GK"
 wait_copy
 note "back on virtio_vdpa: the guest driver got a fresh snapshot through the passthrough IOTLB"
 vdpa dev del hwc0 || fail "vdpa dev del"

@@ -13,21 +13,29 @@ for round in 1 2 3; do
 	load_guest
 	vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "round $round: vdpa dev add"
 	bind hwc0 virtio_vdpa
+	G=$(guest_files) || fail "round $round: no guest device link in $GK"
+	V=/sys/bus/virtio/devices/${G##*/}
 	wait_copy
 	rmmod hwconvey_guest || fail "round $round: rmmod hwconvey_guest with a bound device"
-	[ ! -e $G ] || fail "round $round: the guest's files outlived its module"
+	[ ! -e $GK ] || fail "round $round: the guest's knob directory outlived its module"
+	# The virtio device stays (virtio_vdpa still has hwc0), unbound: without hwconvey's files.
+	[ -d $V ] || fail "round $round: the virtio device ${V##*/} went away with the driver"
+	[ ! -e $V/generation ] || fail "round $round: the guest's device files outlived its module"
 	[ -e /sys/bus/vdpa/devices/hwc0 ] || fail "round $round: the device went away with the driver"
 	# The device stopped when its driver left: no queue runs.
 	wait_until 5 "round $round: hwc0 still running without a driver" \
 		grep -qx 0 $H/hwc0/running
 	load_guest
 	bind hwc0 virtio_vdpa
+	G=$(guest_files) || fail "round $round: the reloaded guest driver has no device link in $GK"
+	V=/sys/bus/virtio/devices/${G##*/}
 	wait_copy
 	rmmod hwconvey_host || fail "round $round: rmmod hwconvey_host with a live device"
 	[ ! -e /sys/bus/vdpa/devices/hwc0 ] || fail "round $round: hwc0 survived its management device"
 	[ ! -e $H ] || fail "round $round: the host's files outlived its module"
-	# Its driver was unbound on the way: the guest holds no copy.
-	[ "$(cat $G/generation)" = none ] || fail "round $round: the guest kept a copy of a deleted device"
+	# Its driver was unbound on the way: the guest has no device, nor its files.
+	no_guest_device || fail "round $round: the guest kept a deleted device: links $(guest_links | xargs), devices $(cat $GK/devices)"
+	[ ! -e $V ] || fail "round $round: the virtio device ${V##*/} outlived the deleted hwc0"
 	unload_all
 done
 note "3 rounds of unload/reload with live devices"

@@ -10,17 +10,19 @@ load_host
 load_guest
 # The guest's own projection stays out of it (one sample a minute): the
 # request below is the only one, however busy the VM is.
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 # The emulated VM keeps about one CPU busy by itself: with 2 CPUs the guest's
 # own projection stays quiet and the only request is the one below.
 echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
-[ -d $G ] && [ -d $H ] || fail "missing $G or $H"
-[ "$(cat $G/generation)" = none ] || fail "guest generation before any device: $(cat $G/generation)"
+[ -d $GK ] && [ -d $H ] || fail "missing $GK or $H"
+no_guest_device || fail "the guest reports a device before any: links $(guest_links | xargs), devices $(cat $GK/devices)"
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 wait_copy
 [ "$(cat $H/devices)" = 1 ] || fail "host devices: $(cat $H/devices)"
+[ "$(cat $GK/devices)" = 1 ] || fail "guest devices: $(cat $GK/devices)"
 [ "$(cat $G/generation)" = "$(cat $H/generation)" ] ||
 	fail "guest generation $(cat $G/generation), host $(cat $H/generation)"
 [ "$(cat $H/hwc0/guest_id)" -ge 1 ] || fail "guest_id $(cat $H/hwc0/guest_id)"
@@ -46,14 +48,22 @@ grep -qE '^cpu 0 node [0-9]+ ' $HD/cpus || fail "the host's CPU table: $(cat $HD
 # A device's files are on the vDPA device; the host's directory links to it.
 [ -L $H/hwc0 ] && [ "$(readlink -f $H/hwc0)" = "$(readlink -f /sys/bus/vdpa/devices/hwc0)" ] ||
 	fail "$H/hwc0 is not a link to the vDPA device: $(ls -ld $H/hwc0)"
+# The guest's files are on its virtio device (hwc0's, on virtio_vdpa); the
+# guest's directory links to it, by the device's name on the virtio bus.
+v=${G##*/}
+[ -L $G ] && [ "$(readlink -f $G)" = "$(readlink -f /sys/bus/virtio/devices/$v)" ] &&
+	[ "$(readlink -f $G)" = "$(readlink -f /sys/bus/vdpa/devices/hwc0/$v)" ] ||
+	fail "$G is not a link to hwc0's virtio device: $(ls -ld $G)"
 
 # Every file either module creates is in the ABI documents.
 abi=$HWC_ROOT/Documentation/ABI/testing/sysfs-kernel-hwconvey
-for f in $(ls $H | sed 's|^|host/|') $(ls $G | sed 's|^|guest/|'); do
+for f in $(ls $H | sed 's|^|host/|') $(ls $GK | sed 's|^|guest/|'); do
 	[ -d "$H/${f#host/}" ] && continue
+	[ -L "$GK/${f#guest/}" ] && continue
 	grep -qxF "What:		/sys/kernel/hwconvey/$f" $abi || fail "/sys/kernel/hwconvey/$f is not documented in $abi"
 done
 grep -qxF "What:		/sys/kernel/hwconvey/host/<device>" $abi || fail "the device links are not documented"
+grep -qxF "What:		/sys/kernel/hwconvey/guest/<device>" $abi || fail "the guest's device links are not documented"
 # On the device, the driver core's files, directories and links are not hwconvey's.
 dev_abi=$HWC_ROOT/Documentation/ABI/testing/sysfs-bus-vdpa-devices-hwconvey
 n=0
@@ -65,6 +75,18 @@ for f in $(ls /sys/bus/vdpa/devices/hwc0/); do
 	n=$((n + 1))
 done
 [ $n = "$(grep -c '^What:' $dev_abi)" ] || fail "hwc0 has $n hwconvey files, $dev_abi documents $(grep -c '^What:' $dev_abi)"
+# The same for the guest's virtio device, beside the virtio core's own files.
+virtio_abi=$HWC_ROOT/Documentation/ABI/testing/sysfs-bus-virtio-devices-hwconvey
+n=0
+for f in $(ls $G/); do
+	p=$G/$f
+	case $f in device | vendor | status | features | modalias | uevent | driver_override) continue ;; esac
+	[ -f $p ] && ! [ -L $p ] || continue
+	grep -qxF "What:		/sys/bus/virtio/devices/<device>/$f" $virtio_abi || fail "$p is not documented in $virtio_abi"
+	n=$((n + 1))
+done
+[ $n = "$(grep -c '^What:' $virtio_abi)" ] ||
+	fail "${G##*/} has $n hwconvey files, $virtio_abi documents $(grep -c '^What:' $virtio_abi)"
 
 # What names a VMM's processes or what a guest asked for is root's only.
 for f in owner_pid vm last_request last_response; do
@@ -93,6 +115,7 @@ cat $G/last_response | grep -qE '^id 1 kind cpus status [a-z-]+ reason [a-z-]+ a
 [ "$(cat $H/hwc0/bad_messages)" = 0 ] && [ "$(cat $G/bad_messages)" = 0 ] || fail "bad messages counted"
 note "request -> host, response -> guest: $(cat $G/last_response)"
 vdpa dev del hwc0
-[ "$(cat $G/generation)" = none ] || fail "guest still reports a device"
+[ ! -e $G ] && [ ! -L $G ] || fail "${G##*/}'s guest link outlived hwc0"
+no_guest_device || fail "guest still reports a device: links $(guest_links | xargs), devices $(cat $GK/devices)"
 unload_all
 [ ! -e /sys/kernel/hwconvey ] || fail "/sys/kernel/hwconvey left behind"

@@ -20,15 +20,19 @@ VMM=$HWC_ROOT/target/debug/hostile-vmm
 load_host
 load_guest
 # The other guest's projection stays out of it.
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 echo 1 >$H/rate_limit
 echo 1 >$H/rate_burst
 # The other guest, in this kernel: it must keep receiving updates.
 vdpa dev add name hwc1 mgmtdev faux/hwconvey || fail "vdpa dev add hwc1"
 bind hwc1 virtio_vdpa
+G=$(guest_files) || fail "hwc1 on virtio_vdpa: no guest device link in $GK"
 in_sync
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add hwc0"
 bind hwc0 vhost_vdpa
 chr=$(vhost_chardev hwc0) || fail "$chr"
+# hwc0 (added after hwc1) may have been bound to virtio_vdpa for a moment:
+# now hwc1 is the guest driver's only device again.
+[ "$(guest_links)" = "$G" ] || fail "the guest's devices besides hwc1's ${G##*/}: $(guest_links | xargs)"
 "$VMM" "$chr" hwc0 hwc1 || fail "the hostile VMM's checks"
 note "hwc0: $(cat $H/hwc0/bad_chains) queues stopped, $(cat $H/hwc0/messages_received) messages served, $(cat $H/hwc0/snapshots) snapshots; hwc1 at generation $(cat $G/generation) with the host"

@@ -18,10 +18,11 @@ rmmod hwconvey_host || fail "rmmod hwconvey_host"
 insmod "$HWC_ROOT/host_mod/hwconvey_host.ko" inject=1 || fail "insmod hwconvey_host inject=1"
 load_guest
 # The guest's own projection stays out of it: nothing else moves its state.
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 [ -w /sys/kernel/debug/hwconvey-host/inject ] || fail "no debugfs inject file"
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
 # A real request and its answer, which the hostile host then replays.
 echo "cpus 1" >$G/request || fail "request"
@@ -29,7 +30,7 @@ for i in $(seq 100); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; don
 answered=$(awk '{print $2}' $G/last_response)
 [ -n "$answered" ] && [ "$answered" != none ] || fail "no answer to a real request: $(cat $G/last_response)"
 in_sync
-python3 "$(dirname "$0")/hostile-host.py" "$(cat $H/hwc0/guest_id)" "$answered" || fail "the hostile host's checks"
+python3 "$(dirname "$0")/hostile-host.py" "$(cat $H/hwc0/guest_id)" "$answered" "$G" || fail "the hostile host's checks"
 echo 1 >/sys/kernel/debug/hwconvey-host/bench_push
 in_sync
 note "$(cat $G/bad_messages) messages rejected; then generation $(cat $G/generation) applied on both sides"

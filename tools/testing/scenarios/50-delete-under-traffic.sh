@@ -12,6 +12,7 @@ load_guest
 for round in 1 2 3; do
 	vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 	bind hwc0 virtio_vdpa
+	G=$(guest_files) || fail "round $round: no guest device link in $GK"
 	wait_copy
 	pids=()
 	for w in 1 2 3; do
@@ -27,7 +28,8 @@ for round in 1 2 3; do
 	esac
 	wait "${pids[@]}"
 	[ ! -e /sys/bus/vdpa/devices/hwc0 ] || fail "hwc0 still exists"
-	[ "$(cat $G/generation)" = none ] || fail "the guest still has a device"
+	[ ! -e $G ] && [ ! -L $G ] || fail "round $round: ${G##*/}'s guest link outlived hwc0"
+	no_guest_device || fail "round $round: the guest still has a device: links $(guest_links | xargs), devices $(cat $GK/devices)"
 	note "round $round: deleted with requests in flight ($reqs handled before)"
 	load_host
 done

@@ -15,11 +15,12 @@ load_guest
 # The guest's own projection stays out of it (one sample a minute): only this
 # test moves its CPUs. (On a busy VM, the debug kernel's, it asked for the
 # CPUs the test needs free.)
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 echo 2 >$H/initial_cpus
 echo 4 >$H/default_quota_cpus
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
 echo "cpus 1 node 1" >$G/request
 for i in $(seq 50); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; done

@@ -19,9 +19,10 @@ load_guest
 # utilisation until the load starts.
 echo 2 >$H/initial_cpus
 echo 4 >$H/default_quota_cpus
-echo 200 >$G/period_ms
+echo 200 >$GK/period_ms
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
 [ "$(field $G/allocation cpus)" = 2 ] || fail "initial allocation: $(cat $G/allocation)"
 sleep 2

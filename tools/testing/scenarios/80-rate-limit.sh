@@ -10,11 +10,12 @@ load_host
 load_guest
 # The guest's own projection stays out of it (one sample a minute): only the scenario's
 # requests are answered.
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 echo 5 >$H/rate_limit
 echo 5 >$H/rate_burst
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 for i in $(seq 50); do [ "$(cat $G/generation)" = "$(cat $H/generation)" ] && break; sleep 0.1; done
 (for i in $(seq 3000); do echo "cpus 1" >$G/request 2>/dev/null; done) &
 flood=$!

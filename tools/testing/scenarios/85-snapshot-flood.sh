@@ -11,11 +11,12 @@ load_host
 load_guest
 # The guest's own projection stays out of it (one sample a minute): the flood keeps the VM
 # busy, and a CPU request of the projection's would be the last answer instead of a snapshot's.
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 echo 5 >$H/rate_limit
 echo 5 >$H/rate_burst
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
 applied0=$(cat $G/updates_applied)
 limited0=$(cat $H/requests_rate_limited)

@@ -3,10 +3,12 @@
 # timeout: 900
 #
 # 256 loopback guests on one host. Every device registers, its guest driver
-# binds and applies the host's snapshot; a host CPU going offline and online
+# binds and applies the host's snapshot, and the device has its own files,
+# linked from the guest's directory; a host CPU going offline and online
 # again reaches every one of them (each acknowledges the generation); the
-# host's last publication went to all of them. Then all are deleted: the
-# host counts none; a second round of as many devices, added and deleted,
+# host's last publication went to all of them. Deleting the first takes its
+# link and files and leaves the others'. Then all are deleted: the host and
+# the guest count none; a second round of as many devices, added and deleted,
 # leaves the kernel holding no more memory than after the first, within
 # 8 KiB a device (the allocators' noise between rounds reaches 1.2 MiB; a
 # device takes about 120 KiB). On the debug kernel (64 devices), KASAN keeps
@@ -27,6 +29,11 @@ before=$(kernel_kib)
 add_guests "$N"
 [ "$(cat $H/devices)" = "$N" ] || fail "the host counts $(cat $H/devices) devices, not $N"
 all_acked "$(cat $H/generation)" "$N" 180
+# Each device has its own files, through its own link in $GK.
+wait_until 10 "$N device links in $GK" eval '[ "$(guest_link_count)" = "$N" ]'
+[ "$(cat $GK/devices)" = "$N" ] && [ "$(virtio_bound)" = "$N" ] ||
+	fail "the guest counts $(cat $GK/devices) devices, the driver core $(virtio_bound) bound, not $N"
+[ "$(guests_linked "$N")" = "$N" ] || fail "only $(guests_linked "$N") of $N guests have their own files with a copy"
 added=$(kernel_kib)
 note "$N guests in sync at generation $(cat $H/generation); the kernel holds $(((added - before) / N)) KiB more per device"
 
@@ -47,12 +54,20 @@ gen=$(cat $H/generation)
 all_acked "$gen" "$N" 180
 grep -q "^cpu $victim " $GD/cpus || fail "the guest's copy does not list cpu$victim online again"
 
-# The guest's files report on one device while any is bound: the first that
-# bound (hwcg1), then the next.
+# Deleting the first device takes its link and files, and only those: every
+# other device keeps its own, and the guest counts the devices still bound.
+first=$(echo /sys/bus/vdpa/devices/hwcg1/virtio*)
+first=${first##*/}
+[ -L "$GK/$first" ] || fail "hwcg1's virtio device '$first' has no link in $GK"
 vdpa dev del hwcg1 || fail "vdpa dev del hwcg1"
-[ "$(cat $G/generation)" != none ] || fail "with hwcg1 gone, the guest's files report on no device"
+[ ! -e "$GK/$first" ] && [ ! -L "$GK/$first" ] || fail "hwcg1's link $GK/$first outlived the device"
+[ "$(cat $GK/devices)" = $((N - 1)) ] && [ "$(virtio_bound)" = $((N - 1)) ] ||
+	fail "with hwcg1 gone the guest counts $(cat $GK/devices) devices, the driver core $(virtio_bound) bound, not $((N - 1))"
+[ "$(guest_link_count)" = $((N - 1)) ] || fail "with hwcg1 gone $GK holds $(guest_link_count) device links, not $((N - 1))"
+[ "$(guests_linked "$N" 2)" = $((N - 1)) ] ||
+	fail "with hwcg1 gone only $(guests_linked "$N" 2) of the other $((N - 1)) guests have their own files"
 del_guests "$N" 2
-[ "$(cat $G/generation)" = none ] || fail "the guest's files report generation $(cat $G/generation) with no device"
+no_guest_device || fail "with no device left the guest counts $(cat $GK/devices) devices, links $(guest_links | head -3 | xargs)"
 [ "$(cat $H/devices)" = 0 ] || fail "the host still counts $(cat $H/devices) devices"
 [ -z "$(ls /sys/bus/vdpa/devices)" ] || fail "vDPA devices left: $(ls /sys/bus/vdpa/devices)"
 # The allocators keep some of what the first devices took (slab pages, lazily

@@ -14,9 +14,10 @@ load_host
 load_guest
 # The guest's own projection stays out of it (one sample a minute): only the scenario's
 # requests are answered.
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
 before=$(online_blocks)
 events=$(cat $H/memory_events)

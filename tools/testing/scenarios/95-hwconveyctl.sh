@@ -1,9 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# hwconveyctl on the real tree: its JSON says what the files say, a knob it
-# sets is set, a bad value comes back with the module's errno and changes
-# nothing, a manual request gets its answer, and watch sees a hotplug event.
+# hwconveyctl on the real tree: its JSON says what the files say (the guest's
+# device files through its link, without the virtio core's), a knob it sets
+# is set, a bad value comes back with the module's errno and changes nothing,
+# a manual request gets its answer, and watch sees a hotplug event.
 . "$(dirname "$0")/lib.sh"
 
 CTL=${HWCONVEYCTL:-$HWC_ROOT/target/debug/hwconveyctl}
@@ -13,11 +14,13 @@ load_host
 load_guest
 # The guest's own projection stays out of it (one sample a minute): the
 # request below is the only one, however busy the VM is.
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
+v=${G##*/}
 wait_copy
 
 json=$("$CTL" --json status) || fail "hwconveyctl --json status"
@@ -26,10 +29,14 @@ check() { # check PYTHON-EXPRESSION: about the JSON in $json, as v
 		fail "hwconveyctl JSON: not $1"
 }
 check "v['host']['generation'] == $(cat $H/generation)"
-check "v['guest']['generation'] == $(cat $G/generation)"
+check "v['guest']['period_ms'] == 60000 and v['guest']['devices'] == 1"
+check "list(v['guest']['bound']) == ['$v']"
+check "v['guest']['bound']['$v']['generation'] == $(cat $G/generation)"
+# Of the virtio device's directory, only hwconvey's files.
+check "not {'device', 'vendor', 'status', 'features', 'modalias', 'uevent', 'driver', 'subsystem', 'power'} & set(v['guest']['bound']['$v'])"
 check "len(v['host']['guests']['hwc0']['cpus']) == 2"
 check "v['host']['guests']['hwc0']['allocation'] == {'cpus': 2, 'memory_mib': 0}"
-check "v['guest']['allocation']['cpus'] == len(v['host']['guests']['hwc0']['cpus'])"
+check "v['guest']['bound']['$v']['allocation']['cpus'] == len(v['host']['guests']['hwc0']['cpus'])"
 # The CPUs the host lists for the guest are those the guest's copy calls its own.
 check "v['host']['guests']['hwc0']['cpus'] == [$(awk '$NF == "mine" {print $2}' $GD/cpus | paste -sd,)]"
 "$CTL" guests | grep -qE '^hwc0 +[0-9]+ +1 ' || fail "guests table: $("$CTL" guests)"
@@ -42,6 +49,8 @@ grep -q "(EINVAL)" <<<"$err" || fail "the error does not name EINVAL: $err"
 [ "$(cat $H/rate_limit)" = 20 ] || fail "a refused write changed rate_limit to $(cat $H/rate_limit)"
 note "set quota_cpus 4; rate_limit 0 refused: ${err#hwconveyctl: }"
 
+err=$("$CTL" request --device virtio999999 cpus 1 2>&1) && fail "a request through a device not bound was accepted"
+grep -q "virtio999999" <<<"$err" || fail "the error does not name the device: $err"
 answer=$("$CTL" --json request cpus 1) || fail "request cpus 1: $answer"
 python3 -c "import json, sys; a = json.loads(sys.argv[1]); sys.exit(a['status'] != 'granted' or a['amount'] != 1)" "$answer" ||
 	fail "request answer: $answer"
@@ -49,24 +58,26 @@ python3 -c "import json, sys; a = json.loads(sys.argv[1]); sys.exit(a['status'] 
 note "request cpus 1: $answer"
 
 # watch sees the hotplug event and the guest's CPUs change when one of them
-# goes offline (the host replaces it). It samples once a minute unless the
-# modules announce a change: seeing it within 20 s means it was woken, through
-# poll(2) on the events files.
+# goes offline (the host replaces it), and the guest device applying the
+# update. It samples once a minute unless the modules announce a change:
+# seeing it within 20 s means it was woken, through poll(2) on the events
+# files (the host's, the guest's devices count and each guest device's).
 victim=$(tr ',-' '\n\n' <$H/hwc0/cpus | grep -vx 0 | head -1)
 [ -n "$victim" ] || fail "no offlinable CPU among $(cat $H/hwc0/cpus)"
 events=$(cat $H/events)
 "$CTL" --json watch --interval 60000 >/tmp/watch.out 2>/tmp/watch.err &
 watcher=$!
 # Its first line comes after its first sample, which the change must follow.
-wait_until 30 "watch's first sample" grep -q '"watching":\["host/events","guest/events"\]' /tmp/watch.out
+wait_until 30 "watch's first sample" grep -qF '"watching":["host/events","guest/devices","guest/'$v'/events"]' /tmp/watch.out
 echo 0 >/sys/devices/system/cpu/cpu$victim/online || fail "offline cpu$victim"
 [ "$(cat $H/events)" -gt "$events" ] || fail "the host counted no event: $(cat $H/events)"
-# seen: waits (up to 20 s) until watch has reported the hotplug event and
-# cpu$victim leaving hwc0.
+# seen: waits (up to 20 s) until watch has reported the hotplug event,
+# cpu$victim leaving hwc0 and the guest device's new generation.
 seen() {
-	python3 - "$victim" /tmp/watch.out <<'PY'
+	python3 - "$victim" /tmp/watch.out "$v" <<'PY'
 import json, sys, time
 victim = int(sys.argv[1])
+guest_generation = f"guest/{sys.argv[3]}/generation"
 deadline = time.monotonic() + 20
 while True:
     events = []
@@ -80,7 +91,7 @@ while True:
     paths = {e["path"] for e in events}
     moved = any(e["path"] == "host/hwc0/cpus" and victim in (e["old"] or []) and
                 victim not in (e["new"] or []) for e in events)
-    if "host/cpu_events" in paths and moved:
+    if "host/cpu_events" in paths and moved and guest_generation in paths:
         sys.exit(0)
     if time.monotonic() > deadline:
         sys.exit(1)
@@ -91,7 +102,7 @@ seen
 found=$?
 kill $watcher
 wait $watcher 2>/dev/null
-[ $found = 0 ] || fail "watch did not report cpu$victim leaving hwc0: $(cat /tmp/watch.out /tmp/watch.err)"
+[ $found = 0 ] || fail "watch did not report cpu$victim leaving hwc0 and $v's new generation: $(cat /tmp/watch.out /tmp/watch.err)"
 note "watch: $(grep -c '"path"' /tmp/watch.out) changes, among them $(grep '"host/hwc0/cpus"' /tmp/watch.out | head -1)"
 echo 1 >/sys/devices/system/cpu/cpu$victim/online || fail "online cpu$victim"
 

@@ -17,11 +17,12 @@ load_host
 load_guest
 # The guest's own projection stays out of it (one sample a minute): the
 # requests below are the only ones.
-echo 60000 >$G/period_ms
+echo 60000 >$GK/period_ms
 echo 2 >$H/initial_cpus
 echo 3 >$H/default_quota_cpus
 vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 wait_copy
 
 d=$(mktemp -d)

@@ -54,6 +54,7 @@ note "release_on_exit 0: after QEMU $second was killed the guest keeps $held"
 # The next guest: a driver in the host itself.
 load_guest
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
 [ "$(cat $G/allocation)" = "$held" ] || fail "the next guest sees $(cat $G/allocation), not $held"
 note "the device serves the next guest (loopback), which holds $(cat $G/allocation)"

@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0
 """A hostile host for the guest driver: crafted messages through the host's debugfs `inject`.
 
-Usage: hostile-host.py GUEST_ID ANSWERED_ID
+Usage: hostile-host.py GUEST_ID ANSWERED_ID GUEST_FILES
 
-ANSWERED_ID is a request of the guest's that the host has answered already.
+ANSWERED_ID is a request of the guest's that the host has answered already. GUEST_FILES is
+the guest driver's directory of files for that device: its link in /sys/kernel/hwconvey/guest
+(/sys/kernel/hwconvey/guest/virtioN, to /sys/bus/virtio/devices/virtioN/).
 
 The guest driver (hwconvey_guest, bound to the device of guest GUEST_ID) must reject every
 message below: count it in bad_messages, and keep its stored copy, its generation and its last
@@ -19,7 +21,8 @@ import time
 
 INJECT = "/sys/kernel/debug/hwconvey-host/inject"
 H = "/sys/kernel/hwconvey/host"
-G = "/sys/kernel/hwconvey/guest"
+# The guest device's files (GUEST_FILES), set by main.
+G = None
 TIMEOUT = 30
 
 SNAPSHOT, DELTA, RESPONSE = 0x01, 0x02, 0x03
@@ -84,7 +87,11 @@ def rejected(guest, what, msg):
 
 
 def main():
-    guest, answered = int(sys.argv[1]), int(sys.argv[2])
+    global G
+    if len(sys.argv) != 4:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    guest, answered, G = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     inv = read(f"{H}/inventory").split()
     cpus, blocks, nodes = int(inv[1]), int(inv[5]), int(inv[11])
     gen = int(read(f"{G}/generation"))

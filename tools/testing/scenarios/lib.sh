@@ -6,7 +6,12 @@
 
 HOST_KO=$HWC_ROOT/host_mod/hwconvey_host.ko
 GUEST_KO=$HWC_ROOT/guest_mod/hwconvey_guest.ko
-G=/sys/kernel/hwconvey/guest
+# The guest's knob directory: its knobs, "devices" and a link per bound device.
+GK=/sys/kernel/hwconvey/guest
+# G: the guest's per-device files, through that device's link in $GK
+# ($GK/virtioN -> /sys/bus/virtio/devices/virtioN/). A scenario sets it once
+# its device is bound: G=$(guest_files) || fail ...
+G=
 H=/sys/kernel/hwconvey/host
 # The modules' debugfs listings (a line per CPU: not sysfs values).
 GD=/sys/kernel/debug/hwconvey-guest
@@ -37,10 +42,52 @@ wait_until() {
 	done
 }
 
-# has_copy: the guest driver holds a copy of the host (it applied a snapshot).
+# guest_links: the device links in $GK, a path a line (nothing without one).
+guest_links() {
+	local l
+	for l in "$GK"/*; do
+		[ -L "$l" ] && echo "$l"
+	done
+	return 0
+}
+# one_guest_link: $GK holds exactly one device link, and its device's files
+# are there through it.
+one_guest_link() {
+	local links
+	links=$(guest_links)
+	[ -n "$links" ] && [ "$(wc -l <<<"$links")" = 1 ] && [ -f "$links/generation" ]
+}
+# guest_files [SECONDS]: waits (up to SECONDS, 10 by default) until the guest
+# driver has bound exactly one device, whose link is in $GK, and prints the
+# link's path ($GK/virtioN): the directory of that device's files. Run in a
+# command substitution, it says why it failed on stderr; the caller fails:
+#   G=$(guest_files) || fail "no guest device"
+guest_files() {
+	wait_until "${1:-10}" "exactly one device link in $GK" one_guest_link >&2
+	guest_links
+}
+# no_guest_device: the guest driver has no device bound: no link in $GK, and
+# $GK/devices reads 0.
+no_guest_device() {
+	[ -z "$(guest_links)" ] && [ "$(cat $GK/devices)" = 0 ]
+}
+
+# virtio_bound: how many virtio devices the driver core has bound to the
+# guest driver.
+virtio_bound() {
+	local d n=0
+	for d in /sys/bus/virtio/drivers/hwconvey/virtio*; do
+		[ -e "$d" ] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# has_copy: the guest driver holds a copy of the host (it applied a snapshot)
+# on device $G: its generation is above 0 (0 before the first snapshot). No
+# G, no device or no file: no copy.
 has_copy() {
 	local g
-	g=$(cat $G/generation 2>/dev/null) && [ -n "$g" ] && [ "$g" != none ]
+	[ -n "${G:-}" ] && g=$(cat "$G/generation" 2>/dev/null) && [ "$g" -gt 0 ] 2>/dev/null
 }
 # wait_copy [SECONDS]: waits until the guest has a copy of the host.
 wait_copy() { wait_until "${1:-10}" "no snapshot applied in the guest" has_copy; }
@@ -107,8 +154,10 @@ vhost_chardev() {
 	echo "/dev/$chr"
 }
 
-# in_sync: waits up to 5 s until the guest's copy is at the host's generation.
+# in_sync: waits up to 5 s until the guest's copy (on device $G) is at the
+# host's generation.
 in_sync() {
+	[ -n "${G:-}" ] || fail "in_sync: no guest device (G=\$(guest_files) first)"
 	for i in $(seq 50); do
 		[ "$(cat $G/generation)" = "$(cat $H/generation)" ] && return 0
 		sleep 0.1

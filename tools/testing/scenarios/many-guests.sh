@@ -47,6 +47,30 @@ all_acked() {
 	done
 }
 
+# guest_link_count: how many device links the guest's $GK holds.
+guest_link_count() {
+	local l n=0
+	for l in "$GK"/*; do
+		[ -L "$l" ] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# guests_linked N [FIRST]: how many of hwcgFIRST..hwcgN (FIRST: 1) have their
+# own guest files with a copy: a link in $GK named after the device's virtio
+# device (virtio_vdpa's, under the vDPA device), to that device's directory,
+# whose generation is above 0.
+guests_linked() {
+	local i v g n=0
+	for i in $(seq "${2:-1}" "$1"); do
+		for v in "/sys/bus/vdpa/devices/hwcg$i"/virtio*; do
+			[ -L "$GK/${v##*/}" ] && [ "$GK/${v##*/}/generation" -ef "$v/generation" ] &&
+				read -r g <"$GK/${v##*/}/generation" && [ "$g" -gt 0 ] 2>/dev/null && n=$((n + 1))
+		done
+	done
+	echo "$n"
+}
+
 # last_ack_ns N: the latest time (monotonic ns) any of hwcg1..hwcgN acknowledged.
 last_ack_ns() {
 	local i v max=0

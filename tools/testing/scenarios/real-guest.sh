@@ -11,8 +11,21 @@ AGENT=$HWC_ROOT/target/debug/hwconvey-vmm-agent
 GDIR=$(mktemp -d)
 trap '"$GVM" stop "$GDIR" --kill >/dev/null 2>&1; [ -f "$GDIR/paused.pid" ] && kill -9 "$(cat "$GDIR/paused.pid")" 2>/dev/null; rm -rf "$GDIR"' EXIT
 
+# guest_link: prints the device link in the guest's $GK when it holds exactly
+# one (the device's files are there through it); fails (status 1) otherwise.
+# The virtio bus in the guest numbered the device as it found it: the link
+# is looked for, not assumed.
+guest_link() {
+	local links
+	links=$(gsh "for l in $GK/*; do [ -L \"\$l\" ] && [ -f \"\$l/generation\" ] && echo \"\$l\"; done; true") ||
+		return 1
+	[ -n "$links" ] && [ "$(wc -l <<<"$links")" = 1 ] && echo "$links"
+}
+has_guest_link() { guest_link >/dev/null; }
+
 # guest_start DEV [VCPUS]: boots a guest with vDPA device DEV (bound to
-# vhost_vdpa) and VCPUS vCPUs (1), up to 4.
+# vhost_vdpa) and VCPUS vCPUs (1), up to 4, and sets G to the guest's files
+# of the device, in the guest: its link in the guest's $GK.
 guest_start() {
 	local v
 	v=$(ls "/sys/bus/vdpa/devices/$1" | grep -m1 '^vhost-vdpa-') || fail "$1 has no vhost-vdpa device"
@@ -23,6 +36,8 @@ guest_start() {
 		--timeout $((300 * SLOW)) --module-args period_ms=60000 2>&1) ||
 		fail "the guest did not start: $out"
 	note "$out"
+	wait_until 60 "the hwconvey device's link in the guest's $GK" has_guest_link
+	G=$(guest_link) || fail "the guest's $GK: $(gsh ls -l $GK)"
 }
 guest_pid() { cat "$GDIR/qemu.pid"; }
 # vmm_paused DEV: a VMM that holds DEV (bound to vhost_vdpa) without booting:
@@ -40,7 +55,7 @@ vmm_paused() {
 guest_stop() { "$GVM" stop "$GDIR" "$@" || fail "the guest did not stop"; }
 # gsh CMD...: runs a command line in the guest, prints its output.
 gsh() { "$GVM" run "$GDIR" --timeout $((120 * SLOW)) "$*"; }
-# gfield FILE: the guest's /sys/kernel/hwconvey/guest/FILE.
+# gfield FILE: the guest's device file FILE ($G/FILE, in the guest).
 gfield() { gsh cat "$G/$1"; }
 # kv TEXT NAME: the value after NAME in "name value name value ..." TEXT.
 kv() { tr ' ' '\n' <<<"$1" | grep -A1 -x "$2" | tail -1; }

@@ -15,6 +15,7 @@ load_host
 insmod "$GUEST_KO" period_ms=1000 || fail "insmod hwconvey_guest"
 vdpa dev add name hwc0 mgmtdev faux/hwconvey
 bind hwc0 virtio_vdpa
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
 # The first samples set the baseline; the window starts after them.
 for i in $(seq 100); do

@@ -29,10 +29,12 @@ vdpa dev add name hwc0 mgmtdev faux/hwconvey
 bind hwc0 virtio_vdpa
 vdpa dev add name blk0 mgmtdev vdpasim_blk
 bind blk0 virtio_vdpa
+# hwc0's virtio device is the guest driver's only one (blk0's is virtio_blk's).
+G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 disk=
 for i in $(seq 100); do
 	disk=$(ls /sys/bus/vdpa/devices/blk0/virtio*/block 2>/dev/null | head -1)
-	[ -n "$disk" ] && [ -b "/dev/$disk" ] && [ "$(cat /sys/kernel/hwconvey/guest/generation)" != none ] && break
+	[ -n "$disk" ] && [ -b "/dev/$disk" ] && has_copy && break
 	sleep 0.1
 done
 [ -n "$disk" ] && [ -b "/dev/$disk" ] || fail "vdpa_sim_blk gave no block device"
@@ -40,18 +42,18 @@ done
 # followed by its update. The guest's own projection sleeps and the rate limit
 # is lifted, so that what is measured is the transport and the admission, not
 # the policy.
-echo 60000 >/sys/kernel/hwconvey/guest/period_ms
+echo 60000 >$GK/period_ms
 echo 100000 >/sys/kernel/hwconvey/host/rate_burst
 echo 100000 >/sys/kernel/hwconvey/host/rate_limit
-python3 - "$N" "$ROUNDS" "/dev/$disk" <<'PY'
+python3 - "$N" "$ROUNDS" "/dev/$disk" "$G" <<'PY'
 import json, os, statistics, subprocess, sys, time
-n, rounds, disk = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+n, rounds, disk, guest = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 per = max(1, n // rounds)
 PUSH = '/sys/kernel/debug/hwconvey-host/bench_push'
-APPLIED = '/sys/kernel/hwconvey/guest/last_update'
+APPLIED = f'{guest}/last_update'
 RT = '/sys/kernel/debug/hwconvey-guest/bench_roundtrip'
 SENT = '/sys/kernel/hwconvey/host/hwc0/last_sent_ns'
-PASS = '/sys/kernel/hwconvey/guest/last_update_pass_ns'
+PASS = f'{guest}/last_update_pass_ns'
 
 def num(path):
     with open(path) as f:

@@ -32,7 +32,9 @@ for d in /sys/kernel/debug/kunit/hwconvey_*; do
 done
 
 H=/sys/kernel/hwconvey/host
-G=/sys/kernel/hwconvey/guest
+GK=/sys/kernel/hwconvey/guest
+# The guest's files of its device, through the device's link in $GK: set once bound.
+G=
 HD=/sys/kernel/debug/hwconvey-host
 show() { for f in "$@"; do printf '  %-40s %s\n' "${f#/sys/kernel/}" "$(cat "$f")"; done; }
 
@@ -51,11 +53,16 @@ if [ "$drv" != virtio_vdpa ]; then
 	echo virtio_vdpa >/sys/bus/vdpa/devices/hwc0/driver_override
 	echo hwc0 >/sys/bus/vdpa/drivers/virtio_vdpa/bind
 fi
-for i in $(seq 100); do [ "$(cat $G/generation)" != none ] && break; sleep 0.1; done
+# The guest driver links its device's files (on the virtio device) from $GK.
+for i in $(seq 100); do
+	for l in $GK/*; do [ -L "$l" ] && G=$l; done
+	[ -n "$G" ] && [ "$(cat $G/generation 2>/dev/null)" -gt 0 ] 2>/dev/null && break
+	sleep 0.1
+done
 module_log $mark
 say "Both sides agree, as sysfs shows"
 show $H/generation $H/inventory $H/hwc0/guest_id $H/hwc0/messages_sent $H/hwc0/acks \
-	$G/generation $G/allocation $G/updates_applied
+	$GK/devices $G/generation $G/allocation $G/updates_applied
 
 field() { tr ' ' '\n' <"$1" | grep -A1 -x "$2" | tail -1; }
 wait_for() { for i in $(seq "${2:-100}"); do eval "$1" && return 0; sleep 0.1; done; return 1; }
@@ -88,7 +95,7 @@ if [ -n "$victim" ]; then
 fi
 
 say "A real load in the guest: it samples itself every 200 ms, projects, and asks"
-echo 200 >$G/period_ms
+echo 200 >$GK/period_ms
 echo 4 >$H/hwc0/quota_cpus
 before=$(cat $H/hwc0/requests)
 next_mark
@@ -109,8 +116,8 @@ CTL=$HWC_ROOT/target/debug/hwconveyctl
 if [ -x "$CTL" ]; then
 	say "The same state through hwconveyctl: the host's guests, and the guest's own view as JSON"
 	"$CTL" guests | sed 's/^/  /'
-	"$CTL" --json get guest/allocation | sed 's/^/  guest allocation: /'
-	"$CTL" --json get guest/last_diff | sed 's/^/  guest last diff: /'
+	"$CTL" --json get guest/${G##*/}/allocation | sed 's/^/  guest allocation: /'
+	"$CTL" --json get guest/${G##*/}/last_diff | sed 's/^/  guest last diff: /'
 fi
 
 AGENT=$HWC_ROOT/target/debug/hwconvey-vmm-agent

@@ -38,9 +38,10 @@ enum Command {
     Host,
     /// One row per guest device on the host.
     Guests,
-    /// The guest driver's copy, projection and counters.
+    /// The guest driver's knobs, and per bound device its copy, projection
+    /// and counters.
     Guest,
-    /// One attribute, e.g. host/initial_cpus.
+    /// One attribute, e.g. host/initial_cpus or guest/virtio0/generation.
     Get { path: String },
     /// Write one attribute, e.g. host/hwc0/quota_cpus 4.
     Set {
@@ -57,6 +58,10 @@ enum Command {
         /// The NUMA node the guest would like them on.
         #[arg(long, value_name = "ID")]
         node: Option<u16>,
+        /// The bound device to ask through (its link under guest/, e.g.
+        /// virtio0); needed when several are bound.
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
     },
     /// Print changes as they happen.
     Watch {
@@ -132,7 +137,7 @@ fn cmd_status(o: &Opts) -> CmdResult {
             out.push('\n');
         }
         out.push_str("== guest ==\n");
-        show::dir_text(&o.tree, "guest", &mut out);
+        show::guest_text(&o.tree, &mut out);
     }
     print!("{out}");
     Ok(())
@@ -144,7 +149,10 @@ fn cmd_side(o: &Opts, side: Side) -> CmdResult {
         print_json(&show::side_json(&o.tree, side));
     } else {
         let mut out = String::new();
-        show::dir_text(&o.tree, side.dir(), &mut out);
+        match side {
+            Side::Host => show::dir_text(&o.tree, side.dir(), &mut out),
+            Side::Guest => show::guest_text(&o.tree, &mut out),
+        }
         print!("{out}");
     }
     Ok(())
@@ -183,9 +191,43 @@ fn cmd_set(o: &Opts, path: &str, value: &str) -> CmdResult {
         .map_err(|e| failed(format!("{path}: writing {value:?}: {}", describe(&e))))
 }
 
-/// Sends a manual request through the guest's `request` file and waits for
-/// the answer (`responses` grows).
-fn cmd_request(o: &Opts, kind: Kind, amount: u64, node: Option<u16>) -> CmdResult {
+/// The bound guest device a request goes through: `named`, which must be
+/// bound, or the only one bound.
+fn request_device(o: &Opts, named: Option<&str>) -> Result<String, Failure> {
+    let bound = o
+        .tree
+        .guest_devices()
+        .map_err(|e| failed(format!("guest: {}", describe(&e))))?;
+    match (named, bound.as_slice()) {
+        (Some(name), _) if bound.iter().any(|d| d == name) => Ok(name.to_owned()),
+        (Some(name), []) => Err(failed(format!(
+            "no device {name:?}: no hwconvey device is bound to the guest driver"
+        ))),
+        (Some(name), _) => Err(failed(format!(
+            "no device {name:?} is bound to the guest driver (bound: {})",
+            bound.join(", ")
+        ))),
+        (None, [one]) => Ok(one.clone()),
+        (None, []) => Err(failed(
+            "no hwconvey device is bound to the guest driver (no guest/<device> link)",
+        )),
+        (None, _) => Err(failed(format!(
+            "{} devices are bound to the guest driver ({}): name one with --device",
+            bound.len(),
+            bound.join(", ")
+        ))),
+    }
+}
+
+/// Sends a manual request through a bound device's `request` file and waits
+/// for that device's answer (its `responses` grows).
+fn cmd_request(
+    o: &Opts,
+    kind: Kind,
+    amount: u64,
+    node: Option<u16>,
+    device: Option<&str>,
+) -> CmdResult {
     let kind = match kind {
         Kind::Cpus => "cpus",
         Kind::Memory => "memory",
@@ -195,26 +237,29 @@ fn cmd_request(o: &Opts, kind: Kind, amount: u64, node: Option<u16>) -> CmdResul
         line.push_str(&format!(" node {id}"));
     }
     need(&o.tree, Side::Guest)?;
+    let dev = request_device(o, device)?;
+    let responses_file = format!("guest/{dev}/responses");
     let responses = || {
         o.tree
-            .read("guest/responses")
+            .read(&responses_file)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
     };
-    let before =
-        responses().ok_or_else(|| failed("guest/responses does not read: is a device bound?"))?;
-    cmd_set(o, "guest/request", &line)?;
+    let before = responses().ok_or_else(|| failed(format!("{responses_file} does not read")))?;
+    cmd_set(o, &format!("guest/{dev}/request"), &line)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while responses().is_some_and(|n| n == before) {
         if Instant::now() > deadline {
-            return Err(failed("no answer from the host within 5 s"));
+            return Err(failed(format!(
+                "no answer from the host through {dev} within 5 s"
+            )));
         }
         sleep(Duration::from_millis(10));
     }
     let answer = o
         .tree
-        .read("guest/last_response")
-        .map_err(|e| failed(describe(&e)))?;
+        .read(&format!("guest/{dev}/last_response"))
+        .map_err(|e| failed(format!("guest/{dev}/last_response: {}", describe(&e))))?;
     let parsed = text::line(&answer);
     if o.json {
         println!("{parsed}");
@@ -291,7 +336,12 @@ fn run(o: &Opts, command: Command) -> CmdResult {
         Command::Guests => cmd_guests(o),
         Command::Get { path } => cmd_get(o, &path),
         Command::Set { path, value } => cmd_set(o, &path, &value),
-        Command::Request { kind, amount, node } => cmd_request(o, kind, amount, node),
+        Command::Request {
+            kind,
+            amount,
+            node,
+            device,
+        } => cmd_request(o, kind, amount, node, device.as_deref()),
         Command::Watch { interval, count } => cmd_watch(o, interval, count),
     }
 }

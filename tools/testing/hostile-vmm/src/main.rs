@@ -15,8 +15,9 @@
 //! the first check that fails.
 //!
 //! Usage: `hostile-vmm /dev/vhost-vdpa-N DEVICE [OTHER_DEVICE]`, where DEVICE is the device's
-//! name under `/sys/kernel/hwconvey/host/` and OTHER_DEVICE a device bound to the guest driver
-//! in this kernel.
+//! name under `/sys/kernel/hwconvey/host/` and OTHER_DEVICE a vDPA device bound to virtio_vdpa,
+//! and so to the guest driver in this kernel (its files are found through the guest's link to
+//! its virtio device).
 
 use std::fs::{self, File};
 use std::os::fd::AsFd;
@@ -39,7 +40,10 @@ use vmm_sys_util::eventfd::EventFd;
 const HOST: &str = "/sys/kernel/hwconvey/host";
 /// The host's benchmark push (debugfs: a test hook, not ABI), which moves to a new generation.
 const BENCH_PUSH: &str = "/sys/kernel/debug/hwconvey-host/bench_push";
+/// The guest driver's directory: its knobs, and a link per bound device, named after the virtio
+/// device, to that device's files.
 const GUEST: &str = "/sys/kernel/hwconvey/guest";
+const VDPA_DEVICES: &str = "/sys/bus/vdpa/devices";
 /// Longest wait for a counter to move.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the host may take to answer a sysfs read, or to take a CPU off and back on line,
@@ -114,7 +118,8 @@ fn request(id: u32) -> Vec<u8> {
 struct Paths {
     chardev: String,
     dev: PathBuf,
-    other: Option<String>,
+    /// The other guest's files: its device's link in [`GUEST`].
+    other: Option<PathBuf>,
     /// How long [`responsive`] allows.
     limit: Duration,
 }
@@ -127,6 +132,35 @@ impl Paths {
             .parse()
             .unwrap_or_else(|_| panic!("{name}: not a counter: {text:?}"))
     }
+}
+
+/// The guest files of vDPA device `dev`, bound to virtio_vdpa and so to the guest driver: the
+/// link in [`GUEST`] named after its virtio device (`virtio<N>`, under the vDPA device).
+fn guest_files(dev: &str) -> Result<PathBuf, Failure> {
+    let dir = PathBuf::from(VDPA_DEVICES).join(dev);
+    let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(n) = name.strip_prefix("virtio") else {
+            continue;
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let link = PathBuf::from(GUEST).join(name);
+        if !link.join("generation").is_file() {
+            return fail(format!(
+                "{dev}'s virtio device {name} has no guest files: no {}",
+                link.display()
+            ));
+        }
+        return Ok(link);
+    }
+    fail(format!(
+        "{dev} has no virtio device in {}: is it bound to virtio_vdpa?",
+        dir.display()
+    ))
 }
 
 fn read(path: impl AsRef<std::path::Path>) -> String {
@@ -401,12 +435,12 @@ fn responsive(p: &Paths) -> Outcome {
             ));
         }
     }
-    if p.other.is_some() {
-        let number = |path: String| read(path).trim().parse::<u64>().unwrap_or(0);
+    if let Some(other) = &p.other {
+        let number = |path: PathBuf| read(path).trim().parse::<u64>().unwrap_or(0);
         fs::write(BENCH_PUSH, "1").map_err(|e| format!("bench_push: {e}"))?;
-        let host = number(format!("{HOST}/generation"));
+        let host = number(PathBuf::from(HOST).join("generation"));
         wait("the other guest's update", || {
-            number(format!("{GUEST}/generation")) >= host
+            number(other.join("generation")) >= host
         })?;
     }
     Ok(())
@@ -856,10 +890,17 @@ fn main() {
         }
     };
     let slowest = before.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    let other = match args.get(3).map(|d| guest_files(d)).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            println!("FAIL: the other guest: {e}");
+            process::exit(1);
+        }
+    };
     let p = Paths {
         chardev: args[1].clone(),
         dev: PathBuf::from(HOST).join(&args[2]),
-        other: args.get(3).cloned(),
+        other,
         limit: RESPONSIVE.max(slowest * SLOWER),
     };
     println!(
