@@ -61,12 +61,15 @@ fn initial_period() -> Result {
 #[pin_data]
 struct HwconveyGuest {
     /// `/sys/kernel/debug/hwconvey-guest/`, for people and benchmarks, not ABI: `cpus` (the
-    /// CPU table of the first bound device's copy, [`sysfs::show_cpu_listing`]) and
+    /// CPU table of the first bound device's copy, [`sysfs::show_cpu_listing`]),
+    /// `samples_recent` (its recent samples, [`sysfs::show_samples_recent`]) and
     /// `bench_roundtrip` ([`bench::BenchFile`]). Dropped first, with the files: they go before
     /// the driver (and its devices) do.
     debugfs: kernel::debugfs::Dir,
     #[pin]
     cpu_listing: kernel::debugfs::File<Arc<bound::BoundDevices>>,
+    #[pin]
+    samples_recent: kernel::debugfs::File<Arc<bound::BoundDevices>>,
     #[pin]
     bench: kernel::debugfs::File<bench::BenchFile>,
     /// `/sys/kernel/hwconvey/guest/`, with the devices' links: gone before the driver, so that
@@ -94,6 +97,13 @@ impl kernel::InPlaceModule for HwconveyGuest {
                 devices.clone(),
                 &|r: &Arc<bound::BoundDevices>, f: &mut kernel::fmt::Formatter<'_>| {
                     sysfs::show_cpu_listing(r, f)
+                },
+            ),
+            samples_recent <- debugfs.read_callback_file(
+                c"samples_recent",
+                devices.clone(),
+                &|r: &Arc<bound::BoundDevices>, f: &mut kernel::fmt::Formatter<'_>| {
+                    sysfs::show_samples_recent(r, f)
                 },
             ),
             bench <- debugfs.read_write_callback_file(
@@ -245,15 +255,15 @@ mod tests {
         Ok(())
     }
 
-    /// Every file of the guest fits what sysfs gives it with a copy of the largest host the
-    /// design targets (8192 CPUs, 16384 memory blocks, 64 nodes) and every number at its
-    /// widest: an ordinary file its page, a list a window per read.
+    /// Every file of the guest holds one value (one word on one line) and fits what sysfs gives
+    /// it with a copy of the largest host the design targets (8192 CPUs, 16384 memory blocks, 64
+    /// nodes) and every number at its widest; the recent samples, a line each, are in debugfs.
     #[test]
     fn every_file_fits_on_the_largest_host() -> Result {
         use super::device::Guest;
         use super::proto::message::Response;
         use super::sampler::{Past, HISTORY};
-        use super::sysfs::{FileState, DEVICE_ATTRS, MODULE_ATTRS};
+        use super::sysfs::{FileState, DEVICE_ATTRS, DEVICE_SUBDIRS, MODULE_ATTRS};
         use core::sync::atomic::Ordering;
         use kernel::sync::Arc;
 
@@ -342,16 +352,38 @@ mod tests {
             c.store(u64::MAX, Ordering::Relaxed);
         }
 
+        // The recent samples, a line each, in debugfs.
+        let mut text = Text::default();
+        super::sysfs::write_samples_recent(&guest, &mut text)?;
+        assert_eq!(text.as_str().map_err(|_| EINVAL)?.lines().count(), HISTORY);
+
         let files = FileState::reporting_on(guest)?;
+        // The files are as sysfs takes them: no name twice, no subdirectory named like a file.
+        drop(kernel::sysfs::DeviceGroup::with_subdirs(
+            files.clone(),
+            &DEVICE_ATTRS,
+            &DEVICE_SUBDIRS,
+        )?);
         // The room sysfs gives an ordinary file's text.
         let mut page = KVec::from_elem(0u8, kernel::sysfs::PAGE_TEXT, GFP_KERNEL)?;
-        let (mut pages, mut lists) = (0, 0);
-        for attr in DEVICE_ATTRS.iter() {
+        let all = Iterator::chain(
+            DEVICE_ATTRS.iter(),
+            DEVICE_SUBDIRS.iter().flat_map(|d| d.attributes().iter()),
+        );
+        let (mut shown, mut written) = (0, 0);
+        for attr in all {
+            assert!(!attr.is_list());
+            if !attr.is_readable() {
+                written += 1;
+                continue;
+            }
             match attr.render(&files, &mut page) {
-                Ok(_) if attr.is_list() => lists += 1,
                 Ok(n) => {
-                    assert!(n > 0);
-                    pages += 1;
+                    // One value, one line.
+                    let text = page.get(..n).ok_or(EINVAL)?;
+                    assert!(n > 1 && text.iter().filter(|&&b| b == b'\n').count() == 1);
+                    assert!(!text.contains(&b' '));
+                    shown += 1;
                 }
                 Err(e) => {
                     pr_err!("{:?} does not render: {e:?}\n", attr.name());
@@ -359,7 +391,16 @@ mod tests {
                 }
             }
         }
-        assert_eq!((pages, lists), (DEVICE_ATTRS.len(), 0));
+        // Every file was rendered: the request is the only one written.
+        assert_eq!(written, 1);
+        assert_eq!(
+            shown + written,
+            DEVICE_ATTRS.len()
+                + DEVICE_SUBDIRS
+                    .iter()
+                    .map(|d| d.attributes().len())
+                    .sum::<usize>()
+        );
         // The module's files: the knobs and a count.
         let devices = crate::bound::BoundDevices::new()?;
         for attr in MODULE_ATTRS.iter() {

@@ -16,19 +16,16 @@ use crate::request::send_request;
 use crate::sampler::KNOBS;
 use core::fmt::Write;
 use core::ops::Deref;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use kernel::{
     prelude::*,
     sync::Arc,
-    sysfs::{Attribute, DeviceGroup, Dir, Page, SharedDir},
+    sysfs::{Attribute, DeviceGroup, Dir, Page, SharedDir, Subdir},
     virtio::virtqueue::Virtqueues,
 };
 
-/// What a device's files show: the device's state, and the last manual request made through
-/// them.
+/// What a device's files show: the device's state.
 pub(crate) struct FileState {
-    /// `kind << 32 | amount` of the last manual request, 0 if none.
-    last_request: AtomicU64,
     shown: Shown,
 }
 
@@ -51,13 +48,7 @@ impl Deref for Shown {
 
 impl FileState {
     fn new(shown: Shown) -> Result<Arc<Self>> {
-        Ok(Arc::new(
-            FileState {
-                last_request: AtomicU64::new(0),
-                shown,
-            },
-            GFP_KERNEL,
-        )?)
+        Ok(Arc::new(FileState { shown }, GFP_KERNEL)?)
     }
 
     /// Files showing `guest`, a device's state without a device, for tests of what they show:
@@ -75,7 +66,11 @@ impl FileState {
 
 /// The files of the device whose queues are `vqs`, for its own directory.
 pub(crate) fn device_files(vqs: Arc<Virtqueues<Guest>>) -> Result<DeviceGroup> {
-    DeviceGroup::new(FileState::new(Shown::Bound(vqs))?, &DEVICE_ATTRS)
+    DeviceGroup::with_subdirs(
+        FileState::new(Shown::Bound(vqs))?,
+        &DEVICE_ATTRS,
+        &DEVICE_SUBDIRS,
+    )
 }
 
 fn counter(k: &FileState, page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> Result {
@@ -85,12 +80,6 @@ fn counter(k: &FileState, page: &mut Page<'_>, pick: impl Fn(&Guest) -> u64) -> 
 
 fn show_generation(k: &FileState, page: &mut Page<'_>) -> Result {
     writeln!(page, "{}", k.guest().generation())?;
-    Ok(())
-}
-
-fn show_allocation(k: &FileState, page: &mut Page<'_>) -> Result {
-    let (cpus, mib) = k.guest().allocation();
-    writeln!(page, "cpus {cpus} memory_mib {mib}")?;
     Ok(())
 }
 
@@ -125,38 +114,6 @@ fn show_sampling_ns(k: &FileState, page: &mut Page<'_>) -> Result {
 
 fn show_responses(k: &FileState, page: &mut Page<'_>) -> Result {
     counter(k, page, |g| g.stats.responses.load(Ordering::Relaxed))
-}
-
-fn show_last_response(k: &FileState, page: &mut Page<'_>) -> Result {
-    match k.guest().last_response() {
-        Some(r) => writeln!(
-            page,
-            "id {} kind {} status {} reason {} amount {} generation {}",
-            r.id,
-            r.kind.name(),
-            r.status.name(),
-            r.reason.name(),
-            r.amount,
-            r.generation
-        )?,
-        None => writeln!(page, "none")?,
-    }
-    Ok(())
-}
-
-fn show_request(k: &FileState, page: &mut Page<'_>) -> Result {
-    let last = k.last_request.load(Ordering::Relaxed);
-    let kind = match last >> 32 {
-        1 => "cpus",
-        2 => "memory",
-        3 => "snapshot",
-        _ => {
-            writeln!(page, "none")?;
-            return Ok(());
-        }
-    };
-    writeln!(page, "{kind} {}", last & u64::from(u32::MAX))?;
-    Ok(())
 }
 
 /// Parses `cpus N [node X]`, `memory MIB [node X]` or `snapshot`; without a node, any node
@@ -211,15 +168,12 @@ fn store_request(k: &FileState, text: &str) -> Result {
             ..Motive::default()
         },
     };
-    send_request(vqs, &req)?;
-    k.last_request
-        .store(((kind as u64) << 32) | u64::from(amount), Ordering::Relaxed);
-    Ok(())
+    send_request(vqs, &req)
 }
 
-fn show_last_update(k: &FileState, page: &mut Page<'_>) -> Result {
-    let (generation, ns) = k.guest().last_update();
-    writeln!(page, "generation {generation} ns {ns}")?;
+fn show_last_update_ns(k: &FileState, page: &mut Page<'_>) -> Result {
+    let (_, ns) = k.guest().last_update();
+    writeln!(page, "{ns}")?;
     Ok(())
 }
 
@@ -262,30 +216,19 @@ knob_file!(show_horizon, store_horizon, horizon, 0, 1000);
 knob_file!(show_target, store_target, target, 1, 1000);
 knob_file!(show_hysteresis, store_hysteresis, hysteresis, 0, 1000);
 
-fn show_projection(k: &FileState, page: &mut Page<'_>) -> Result {
-    let r = k.guest().sampler.lock().report;
-    writeln!(
-        page,
-        "samples {} busy_mcpu {} steal_mcpu {} nr_running {} mem_used_mib {} cpu_pressure {} \
-         held_cpus {} level_mcpu {} trend_mcpu {} projected_mcpu {} proposals {}",
-        r.samples,
-        r.sample.busy_mcpu,
-        r.sample.steal_mcpu,
-        r.sample.nr_running,
-        r.sample.mem_used_mib,
-        r.sample.cpu_pressure,
-        r.held_cpus,
-        r.cpu_level,
-        r.cpu_trend,
-        r.cpu_projected,
-        r.proposals
-    )?;
-    Ok(())
+/// debugfs `hwconvey-guest/samples_recent`: the first bound device's recent samples, a line
+/// each, oldest first: "<n> busy_mcpu <b> projected_mcpu <p> proposed <0|1>".
+pub(crate) fn show_samples_recent(
+    devices: &BoundDevices,
+    f: &mut kernel::fmt::Formatter<'_>,
+) -> core::fmt::Result {
+    let vqs = devices.first().map_err(|_| core::fmt::Error)?;
+    write_samples_recent(vqs.handler(), f).map_err(|_| core::fmt::Error)
 }
 
-/// One line per recent sample, oldest first: "<n> busy_mcpu <b> projected_mcpu <p> proposed <0|1>".
-fn show_samples_recent(k: &FileState, page: &mut Page<'_>) -> Result {
-    let s = k.guest().sampler.lock();
+/// The recent samples of `guest` ([`show_samples_recent`]).
+pub(crate) fn write_samples_recent(guest: &Guest, page: &mut impl Write) -> Result {
+    let s = guest.sampler.lock();
     let mut recent: KVec<crate::sampler::Past> = KVec::new();
     for p in s.history.iter().filter(|p| p.n > 0) {
         recent.push(*p, GFP_KERNEL)?;
@@ -312,61 +255,6 @@ fn show_samples_recent(k: &FileState, page: &mut Page<'_>) -> Result {
         )?;
     }
     Ok(())
-}
-
-fn show_last_diff(k: &FileState, page: &mut Page<'_>) -> Result {
-    let Some((generation, d)) = k.guest().last_diff() else {
-        writeln!(page, "none")?;
-        return Ok(());
-    };
-    writeln!(
-        page,
-        "generation {generation} cpus_added {} cpus_removed {} cpus_onlined {} cpus_offlined {} \
-         cpus_reassigned {} cpus_moved {} my_cpus_gained {} my_cpus_lost {} blocks_added {} \
-         blocks_removed {} blocks_onlined {} blocks_offlined {} blocks_reassigned {} \
-         my_blocks_gained {} my_blocks_lost {} nodes_changed {}",
-        d.cpus_added,
-        d.cpus_removed,
-        d.cpus_onlined,
-        d.cpus_offlined,
-        d.cpus_reassigned,
-        d.cpus_moved,
-        d.my_cpus_gained,
-        d.my_cpus_lost,
-        d.blocks_added,
-        d.blocks_removed,
-        d.blocks_onlined,
-        d.blocks_offlined,
-        d.blocks_reassigned,
-        d.my_blocks_gained,
-        d.my_blocks_lost,
-        d.nodes_changed
-    )?;
-    Ok(())
-}
-
-/// The stored copy, summed up: "cpus <n> online <n> mine <n> blocks <n> online <n> mine <n>
-/// block_mib <MiB> nodes <n>".
-fn show_inventory(k: &FileState, page: &mut Page<'_>) -> Result {
-    k.guest().with_copy(|copy| -> Result {
-        let inv = copy.stored();
-        let me = copy.me();
-        let d = inv.dims();
-        let cpus_online = inv.cpus().iter().filter(|c| c.online()).count();
-        let cpus_mine = inv.cpus().iter().filter(|c| c.owner == me).count();
-        let blocks_online = inv.blocks().iter().filter(|b| b.online()).count();
-        let blocks_mine = inv.blocks().iter().filter(|b| b.owner == me).count();
-        writeln!(
-            page,
-            "cpus {} online {cpus_online} mine {cpus_mine} blocks {} online {blocks_online} \
-             mine {blocks_mine} block_mib {} nodes {}",
-            d.cpus,
-            d.blocks,
-            inv.block_mib(),
-            d.nodes
-        )?;
-        Ok(())
-    })
 }
 
 /// debugfs `hwconvey-guest/cpus`: the stored copy's CPU table ([`write_cpu_table`]), a line per
@@ -413,27 +301,203 @@ pub(crate) fn write_cpu_table(w: &mut impl Write, cpus: &[Cpu], me: Owner) -> Re
     Ok(())
 }
 
-/// A bound device's files.
-pub(crate) static DEVICE_ATTRS: [Attribute<FileState>; 17] = [
+/// Writes `n` and a newline: a file's one value.
+fn value(page: &mut Page<'_>, n: impl core::fmt::Display) -> Result {
+    writeln!(page, "{n}")?;
+    Ok(())
+}
+
+/// A bound device's files; those whose values belong together are in [`DEVICE_SUBDIRS`].
+pub(crate) static DEVICE_ATTRS: [Attribute<FileState>; 11] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"events", show_events),
-    Attribute::ro(c"allocation", show_allocation),
     Attribute::ro(c"messages_received", show_received),
     Attribute::ro(c"updates_applied", show_updates),
     Attribute::ro(c"bad_messages", show_bad),
     Attribute::ro(c"messages_sent", show_sent),
     Attribute::ro(c"responses", show_responses),
-    Attribute::ro(c"last_response", show_last_response),
-    Attribute::rw(c"request", show_request, store_request),
-    Attribute::ro(c"last_update", show_last_update),
+    Attribute::wo(c"request", store_request),
+    Attribute::ro(c"last_update_ns", show_last_update_ns),
     Attribute::ro(c"last_update_pass_ns", show_applied_pass_ns),
-    Attribute::ro(c"projection", show_projection),
-    Attribute::ro(c"samples_recent", show_samples_recent),
     Attribute::ro(c"sampling_ns", show_sampling_ns),
-    Attribute::ro(c"last_diff", show_last_diff),
-    Attribute::ro(c"inventory", show_inventory),
 ];
 
+/// A file of a device's subdirectory: `$name` shows the number `$value` computes from `$k`,
+/// the [`FileState`].
+macro_rules! value_file {
+    ($name:expr, |$k:ident| $value:expr) => {
+        Attribute::ro($name, |$k: &FileState, page: &mut Page<'_>| {
+            // Computed first: a lock `$value` takes is dropped before the formatting.
+            let n = $value;
+            value(page, n)
+        })
+    };
+}
+
+/// What this guest holds per the device's copy.
+static ALLOCATION: [Attribute<FileState>; 2] = [
+    value_file!(c"cpus", |k| k.guest().allocation().0),
+    value_file!(c"memory_mib", |k| k.guest().allocation().1),
+];
+
+/// The device's copy of the host, counted.
+static INVENTORY: [Attribute<FileState>; 8] = [
+    value_file!(c"cpus", |k| k.guest().with_copy(|c| c.stored().dims().cpus)),
+    value_file!(c"online_cpus", |k| k.guest().with_copy(|c| c
+        .stored()
+        .cpus()
+        .iter()
+        .filter(|c| c.online())
+        .count())),
+    value_file!(c"my_cpus", |k| k.guest().with_copy(|c| c
+        .stored()
+        .cpus()
+        .iter()
+        .filter(|cpu| cpu.owner == c.me())
+        .count())),
+    value_file!(c"blocks", |k| k
+        .guest()
+        .with_copy(|c| c.stored().dims().blocks)),
+    value_file!(c"online_blocks", |k| k.guest().with_copy(|c| c
+        .stored()
+        .blocks()
+        .iter()
+        .filter(|b| b.online())
+        .count())),
+    value_file!(c"my_blocks", |k| k.guest().with_copy(|c| c
+        .stored()
+        .blocks()
+        .iter()
+        .filter(|b| b.owner == c.me())
+        .count())),
+    value_file!(c"block_mib", |k| k
+        .guest()
+        .with_copy(|c| c.stored().block_mib())),
+    value_file!(c"nodes", |k| k
+        .guest()
+        .with_copy(|c| c.stored().dims().nodes)),
+];
+
+/// The host's last answer; before the first, `id` 0, `kind`, `status` and `reason` "none".
+static LAST_RESPONSE: [Attribute<FileState>; 6] = [
+    value_file!(c"id", |k| k.guest().last_response().map_or(0, |r| r.id)),
+    value_file!(c"kind", |k| k
+        .guest()
+        .last_response()
+        .map_or("none", |r| r.kind.name())),
+    value_file!(c"status", |k| k
+        .guest()
+        .last_response()
+        .map_or("none", |r| r.status.name())),
+    value_file!(c"reason", |k| k
+        .guest()
+        .last_response()
+        .map_or("none", |r| r.reason.name())),
+    value_file!(c"amount", |k| k
+        .guest()
+        .last_response()
+        .map_or(0, |r| r.amount)),
+    value_file!(c"generation", |k| k
+        .guest()
+        .last_response()
+        .map_or(0, |r| r.generation)),
+];
+
+/// The last sample and what the projection made of it.
+static PROJECTION: [Attribute<FileState>; 11] = [
+    value_file!(c"samples", |k| k.guest().sampler.lock().report.samples),
+    value_file!(c"busy_mcpu", |k| k
+        .guest()
+        .sampler
+        .lock()
+        .report
+        .sample
+        .busy_mcpu),
+    value_file!(c"steal_mcpu", |k| k
+        .guest()
+        .sampler
+        .lock()
+        .report
+        .sample
+        .steal_mcpu),
+    value_file!(c"nr_running", |k| k
+        .guest()
+        .sampler
+        .lock()
+        .report
+        .sample
+        .nr_running),
+    value_file!(c"mem_used_mib", |k| k
+        .guest()
+        .sampler
+        .lock()
+        .report
+        .sample
+        .mem_used_mib),
+    value_file!(c"cpu_pressure", |k| k
+        .guest()
+        .sampler
+        .lock()
+        .report
+        .sample
+        .cpu_pressure),
+    value_file!(c"held_cpus", |k| k.guest().sampler.lock().report.held_cpus),
+    value_file!(c"level_mcpu", |k| k.guest().sampler.lock().report.cpu_level),
+    value_file!(c"trend_mcpu", |k| k.guest().sampler.lock().report.cpu_trend),
+    value_file!(c"projected_mcpu", |k| k
+        .guest()
+        .sampler
+        .lock()
+        .report
+        .cpu_projected),
+    value_file!(c"proposals", |k| k.guest().sampler.lock().report.proposals),
+];
+
+/// A file of `last_diff/`: the field `$field` of the last applied update's diff, 0 before the
+/// first.
+macro_rules! diff_file {
+    ($field:ident) => {
+        value_file!(kernel::c_str!(stringify!($field)), |k| k
+            .guest()
+            .last_diff()
+            .map_or(0, |(_, d)| d.$field))
+    };
+}
+
+/// What the last applied update changed; before the first, all 0.
+static LAST_DIFF: [Attribute<FileState>; 17] = [
+    value_file!(c"generation", |k| k
+        .guest()
+        .last_diff()
+        .map_or(0, |(g, _)| g)),
+    diff_file!(cpus_added),
+    diff_file!(cpus_removed),
+    diff_file!(cpus_onlined),
+    diff_file!(cpus_offlined),
+    diff_file!(cpus_reassigned),
+    diff_file!(cpus_moved),
+    diff_file!(my_cpus_gained),
+    diff_file!(my_cpus_lost),
+    diff_file!(blocks_added),
+    diff_file!(blocks_removed),
+    diff_file!(blocks_onlined),
+    diff_file!(blocks_offlined),
+    diff_file!(blocks_reassigned),
+    diff_file!(my_blocks_gained),
+    diff_file!(my_blocks_lost),
+    diff_file!(nodes_changed),
+];
+
+/// A bound device's subdirectories: values that belong together, one a file. Files of one
+/// subdirectory read one after the other may show two states: a reader that needs one reads
+/// the `generation` (or `id`) file before and after.
+pub(crate) static DEVICE_SUBDIRS: [Subdir<FileState>; 5] = [
+    Subdir::new(c"allocation", &ALLOCATION),
+    Subdir::new(c"inventory", &INVENTORY),
+    Subdir::new(c"last_response", &LAST_RESPONSE),
+    Subdir::new(c"projection", &PROJECTION),
+    Subdir::new(c"last_diff", &LAST_DIFF),
+];
 fn show_devices(devices: &BoundDevices, page: &mut Page<'_>) -> Result {
     writeln!(page, "{}", devices.count())?;
     Ok(())

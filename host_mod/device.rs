@@ -127,8 +127,9 @@ impl Outbox {
 /// The link to a device's files from the host's directory, and the device's debugfs listing.
 pub(crate) struct DeviceLinks {
     pub(crate) _link: Option<Link>,
-    /// debugfs `hwconvey-host/<device>/vcpus`, and its directory.
-    pub(crate) _vcpus: Pin<KBox<kernel::debugfs::File<Arc<DevInfo>>>>,
+    /// debugfs `hwconvey-host/<device>/`: `vcpus`, `last_request` and `last_response`, and
+    /// their directory.
+    pub(crate) _listings: [Pin<KBox<kernel::debugfs::File<Arc<DevInfo>>>>; 3],
     pub(crate) _debugfs: kernel::debugfs::Dir,
 }
 

@@ -654,7 +654,8 @@ mod tests {
     use super::proto::message::{Response, Status};
     use super::state::{HostState, Publication};
     use super::sysfs::{
-        write_blocks_of, write_cpu_table, write_cpus_of, write_vcpus, DEVICE_ATTRS, HOST_ATTRS,
+        write_blocks_of, write_cpu_table, write_cpus_of, write_vcpus, DEVICE_ATTRS, DEVICE_SUBDIRS,
+        HOST_ATTRS, HOST_SUBDIRS,
     };
     use kernel::prelude::*;
     use kernel::sysfs::Window;
@@ -1005,7 +1006,8 @@ mod tests {
         for index in (0..d.blocks).step_by(2) {
             st.inventory.block_mut(index).ok_or(EINVAL)?.owner = Owner(1);
         }
-        // The longest request and answer lines there are.
+        // The longest request and answer there are (debugfs records, not files: the state
+        // behind the files is at its widest all the same).
         let guest = st.guest_mut(1).ok_or(EINVAL)?;
         guest.last_request = Some(Request {
             id: u32::MAX,
@@ -1049,14 +1051,57 @@ mod tests {
             }
             Ok(())
         };
-        for attr in HOST_ATTRS.iter() {
-            tally(attr.name(), attr.is_list(), attr.render(&host, &mut page))?;
+        let host_files = Iterator::chain(
+            HOST_ATTRS.iter(),
+            HOST_SUBDIRS.iter().flat_map(|d| d.attributes().iter()),
+        );
+        // An ordinary file holds one value: one word on one line.
+        let one_value = |text: &[u8]| {
+            !text.contains(&b' ') && text.iter().filter(|&&b| b == b'\n').count() == 1
+        };
+        for attr in host_files {
+            let rendered = attr.render(&host, &mut page);
+            if let (Ok(n), false) = (&rendered, attr.is_list()) {
+                assert!(one_value(page.get(..*n).ok_or(EINVAL)?));
+            }
+            tally(attr.name(), attr.is_list(), rendered)?;
         }
-        for attr in DEVICE_ATTRS.iter() {
-            tally(attr.name(), attr.is_list(), attr.render(&dev, &mut page))?;
+        let device_files = Iterator::chain(
+            DEVICE_ATTRS.iter(),
+            DEVICE_SUBDIRS.iter().flat_map(|d| d.attributes().iter()),
+        );
+        for attr in device_files {
+            let rendered = attr.render(&dev, &mut page);
+            if let (Ok(n), false) = (&rendered, attr.is_list()) {
+                assert!(one_value(page.get(..*n).ok_or(EINVAL)?));
+            }
+            tally(attr.name(), attr.is_list(), rendered)?;
         }
-        assert!(pages > 40 && lists == 3);
+        let host_all = HOST_ATTRS.len()
+            + HOST_SUBDIRS
+                .iter()
+                .map(|d| d.attributes().len())
+                .sum::<usize>();
+        let device_all = DEVICE_ATTRS.len()
+            + DEVICE_SUBDIRS
+                .iter()
+                .map(|d| d.attributes().len())
+                .sum::<usize>();
+        let all = host_all + device_all;
+        // Every file rendered: the lists (`free_cpus`, a device's `cpus` and `blocks`), one
+        // that needs a bound device, and the rest a page each.
+        assert_eq!((pages, lists), (all - 4, 3));
         assert!(unbound.as_slice() == [c"ownerless_passes"]);
+        // The files are as sysfs takes them: no name twice, no subdirectory named like a file.
+        let root = kernel::sysfs::SharedDir::get(c"hwconvey_host_test")?;
+        drop(kernel::sysfs::Dir::with_subdirs(
+            &root,
+            c"host",
+            host.clone(),
+            &HOST_ATTRS,
+            &HOST_SUBDIRS,
+        )?);
+        drop(super::sysfs::device_group(&dev)?);
 
         // `vcpus` lists nothing without a VM: its widest text, for the most vCPUs a VM can
         // have at the widest ids and thread ids, is checked apart.

@@ -20,7 +20,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     prelude::*,
     sync::Arc,
-    sysfs::{Attribute, DeviceGroup, Dir, Page, SharedDir, Window},
+    sysfs::{Attribute, DeviceGroup, Dir, Page, SharedDir, Subdir, Window},
     vdpa,
 };
 
@@ -29,6 +29,8 @@ use kernel::{
 pub(crate) struct HostDir {
     dir: Dir<Host>,
     _root: SharedDir,
+    /// debugfs `hwconvey-host/last_publication` ([`show_last_publication`]).
+    _last_publication: Pin<KBox<kernel::debugfs::File<Arc<Host>>>>,
     debugfs: kernel::debugfs::Dir,
 }
 
@@ -46,25 +48,6 @@ fn show_generation(h: &Host, page: &mut Page<'_>) -> Result {
 
 fn show_events(h: &Host, page: &mut Page<'_>) -> Result {
     writeln!(page, "{}", h.events.load(Ordering::Relaxed))?;
-    Ok(())
-}
-
-fn show_inventory(h: &Host, page: &mut Page<'_>) -> Result {
-    let st = h.state.lock();
-    let inv = &st.inventory;
-    let d = inv.dims();
-    let cpus = inv.cpus().iter().filter(|c| c.online()).count();
-    let blocks = inv.blocks().iter().filter(|b| b.online()).count();
-    writeln!(
-        page,
-        "cpus {} online {} blocks {} online {} block_mib {} nodes {}",
-        d.cpus,
-        cpus,
-        d.blocks,
-        blocks,
-        inv.block_mib(),
-        d.nodes
-    )?;
     Ok(())
 }
 
@@ -179,18 +162,21 @@ decision_file!(show_reallocations, reallocations);
 decision_file!(show_shrinks, shrinks);
 decision_file!(show_restores, restores);
 
-/// "generation <g> devices <n> ns <t>": the last publication, and how long queueing it for
-/// every device took.
-fn show_last_publication(h: &Host, page: &mut Page<'_>) -> Result {
+/// debugfs `hwconvey-host/last_publication`: "generation <g> devices <n> ns <t>", the last
+/// publication, and how long queueing it for every device took: a measurement, not a sysfs
+/// value.
+pub(crate) fn show_last_publication(
+    h: &Host,
+    f: &mut kernel::fmt::Formatter<'_>,
+) -> core::fmt::Result {
     let [generation, devices, ns] = &h.last_publication;
     writeln!(
-        page,
+        f,
         "generation {} devices {} ns {}",
         generation.load(Ordering::Relaxed),
         devices.load(Ordering::Relaxed),
         ns.load(Ordering::Relaxed)
-    )?;
-    Ok(())
+    )
 }
 
 fn show_pin_failures(h: &Host, page: &mut Page<'_>) -> Result {
@@ -208,16 +194,15 @@ fn show_memory_events(_: &Host, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-pub(crate) static HOST_ATTRS: [Attribute<Host>; 24] = [
+/// The host's files; its inventory's size is in [`HOST_SUBDIRS`].
+pub(crate) static HOST_ATTRS: [Attribute<Host>; 22] = [
     Attribute::ro(c"generation", show_generation),
     Attribute::ro(c"events", show_events),
-    Attribute::ro(c"inventory", show_inventory),
     Attribute::ro(c"devices", show_devices),
     Attribute::rw(c"initial_cpus", show_initial_cpus, store_initial_cpus),
     Attribute::rw(c"enforce", show_enforce, store_enforce),
     Attribute::rw(c"pin_vcpus", show_pin_vcpus, store_pin_vcpus),
     Attribute::ro(c"pin_failures", show_pin_failures),
-    Attribute::ro(c"last_publication", show_last_publication),
     Attribute::rw(
         c"release_on_exit",
         show_release_on_exit,
@@ -246,6 +231,40 @@ pub(crate) static HOST_ATTRS: [Attribute<Host>; 24] = [
     Attribute::ro(c"memory_events", show_memory_events),
     Attribute::list(c"free_cpus", show_free_cpus),
 ];
+
+/// A file of the host's `inventory/`: `$name` shows what `$value` counts in the inventory `$inv`.
+macro_rules! inventory_file {
+    ($name:literal, |$inv:ident| $value:expr) => {
+        Attribute::ro($name, |h: &Host, page: &mut Page<'_>| {
+            let st = h.state.lock();
+            let $inv = &st.inventory;
+            let n = $value;
+            drop(st);
+            value(page, n)
+        })
+    };
+}
+
+/// The host inventory's size and what of it is online.
+static INVENTORY: [Attribute<Host>; 6] = [
+    inventory_file!(c"cpus", |inv| inv.dims().cpus),
+    inventory_file!(c"online_cpus", |inv| inv
+        .cpus()
+        .iter()
+        .filter(|c| c.online())
+        .count()),
+    inventory_file!(c"blocks", |inv| inv.dims().blocks),
+    inventory_file!(c"online_blocks", |inv| inv
+        .blocks()
+        .iter()
+        .filter(|b| b.online())
+        .count()),
+    inventory_file!(c"block_mib", |inv| inv.block_mib()),
+    inventory_file!(c"nodes", |inv| inv.dims().nodes),
+];
+
+/// The host's subdirectories.
+pub(crate) static HOST_SUBDIRS: [Subdir<Host>; 1] = [Subdir::new(c"inventory", &INVENTORY)];
 
 /// Writes the indices of `ids` as a range list ("0-2,5") and a newline.
 fn write_ranges(w: &mut impl Write, ids: impl Iterator<Item = usize>) -> Result {
@@ -376,8 +395,6 @@ fn host_of(d: &DevInfo) -> Result<&Host> {
     d.host.as_deref().ok_or(ENODEV)
 }
 
-/// The VM that owns the device: "vm <id> vcpus <n>", or "none".
-/// "cpus <n> blocks <m>": what the guest lost with no replacement and is owed.
 /// Passes of the device's worker skipped because its VMM's address space is gone.
 fn show_ownerless_passes(d: &DevInfo, page: &mut Page<'_>) -> Result {
     let dev = host_of(d)?.device(d.guest_id).ok_or(ENODEV)?;
@@ -385,18 +402,12 @@ fn show_ownerless_passes(d: &DevInfo, page: &mut Page<'_>) -> Result {
     Ok(())
 }
 
-fn show_owed(d: &DevInfo, page: &mut Page<'_>) -> Result {
-    let st = host_of(d)?.state.lock();
-    let owed = st.guest(d.guest_id).map(|g| g.owed).unwrap_or_default();
-    writeln!(page, "cpus {} blocks {}", owed.cpus, owed.blocks)?;
-    Ok(())
-}
-
+/// The number of the VM that owns the device, or "none".
 fn show_vm(d: &DevInfo, page: &mut Page<'_>) -> Result {
     let mm_id = d.owner_mm.load(Ordering::Acquire);
     let vms = host_of(d)?.vms.lock();
     match (mm_id != 0).then(|| vms.by_mm(mm_id)).flatten() {
-        Some(vm) => writeln!(page, "vm {} vcpus {}", vm.seq, vm.vcpus.len())?,
+        Some(vm) => writeln!(page, "{}", vm.seq)?,
         None => writeln!(page, "none")?,
     }
     Ok(())
@@ -455,13 +466,6 @@ pub(crate) fn write_vcpus(
     Ok(())
 }
 
-fn show_allocation(d: &DevInfo, page: &mut Page<'_>) -> Result {
-    let st = host_of(d)?.state.lock();
-    let a = st.inventory.allocation(Owner(d.guest_id));
-    writeln!(page, "cpus {} memory_mib {}", a.cpus, a.mem_mib)?;
-    Ok(())
-}
-
 fn show_cpus(d: &DevInfo, w: &mut Window<'_>) -> Result {
     write_cpus_of(w, &copy_table(host_of(d)?, cpus)?, Owner(d.guest_id))
 }
@@ -502,8 +506,14 @@ fn store_quota_memory(d: &DevInfo, text: &str) -> Result {
     set_quota(d, |q| q.max_mem_mib = v)
 }
 
-fn show_last_request(d: &DevInfo, page: &mut Page<'_>) -> Result {
-    let st = host_of(d)?.state.lock();
+/// debugfs `hwconvey-host/<device>/last_request`: the guest's last request, "id <n> kind <k>
+/// amount <n> node <n|-> motive <source> <name> demand <d> held <h>", or "none": a record for
+/// people, not a sysfs value.
+pub(crate) fn show_last_request(
+    d: &DevInfo,
+    f: &mut kernel::fmt::Formatter<'_>,
+) -> core::fmt::Result {
+    let st = host_of(d).map_err(|_| core::fmt::Error)?.state.lock();
     match st.guest(d.guest_id).and_then(|g| g.last_request) {
         Some(Request {
             id,
@@ -512,7 +522,7 @@ fn show_last_request(d: &DevInfo, page: &mut Page<'_>) -> Result {
             amount,
             motive,
         }) => writeln!(
-            page,
+            f,
             "id {id} kind {} amount {amount} node {} motive {} {} demand {} held {}",
             kind.name(),
             NodeId::display(node),
@@ -520,14 +530,18 @@ fn show_last_request(d: &DevInfo, page: &mut Page<'_>) -> Result {
             motive.source_name(),
             motive.demand,
             motive.held
-        )?,
-        None => writeln!(page, "none")?,
+        ),
+        None => writeln!(f, "none"),
     }
-    Ok(())
 }
 
-fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
-    let st = host_of(d)?.state.lock();
+/// debugfs `hwconvey-host/<device>/last_response`: the host's last answer to the guest, "id <n>
+/// kind <k> status <s> reason <r> amount <n> generation <g>", or "none".
+pub(crate) fn show_last_response(
+    d: &DevInfo,
+    f: &mut kernel::fmt::Formatter<'_>,
+) -> core::fmt::Result {
+    let st = host_of(d).map_err(|_| core::fmt::Error)?.state.lock();
     match st.guest(d.guest_id).and_then(|g| g.last_response) {
         Some(Response {
             id,
@@ -537,30 +551,44 @@ fn show_last_response(d: &DevInfo, page: &mut Page<'_>) -> Result {
             amount,
             generation,
         }) => writeln!(
-            page,
+            f,
             "id {id} kind {} status {} reason {} amount {amount} generation {generation}",
             kind.name(),
             status.name(),
             reason.name()
-        )?,
-        None => writeln!(page, "none")?,
+        ),
+        None => writeln!(f, "none"),
     }
+}
+
+/// Writes `n` and a newline: a file's one value.
+fn value(page: &mut Page<'_>, n: impl core::fmt::Display) -> Result {
+    writeln!(page, "{n}")?;
     Ok(())
 }
 
-pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 27] = [
-    Attribute::ro(c"allocation", show_allocation),
+/// The number of vCPUs of the VM that owns the device, 0 without one.
+fn show_vm_vcpus(d: &DevInfo, page: &mut Page<'_>) -> Result {
+    let mm_id = d.owner_mm.load(Ordering::Acquire);
+    let vms = host_of(d)?.vms.lock();
+    let vcpus = (mm_id != 0)
+        .then(|| vms.by_mm(mm_id))
+        .flatten()
+        .map_or(0, |vm| vm.vcpus.len());
+    value(page, vcpus)
+}
+
+/// A device's files; those whose values belong together are in [`DEVICE_SUBDIRS`].
+pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 24] = [
     Attribute::list(c"cpus", show_cpus),
     Attribute::list(c"blocks", show_blocks),
     Attribute::rw(c"quota_cpus", show_quota_cpus, store_quota_cpus),
     Attribute::rw(c"quota_memory_mib", show_quota_memory, store_quota_memory),
-    Attribute::ro_private(c"last_request", show_last_request),
-    Attribute::ro_private(c"last_response", show_last_response),
     Attribute::ro(c"guest_id", show_guest_id),
     Attribute::ro(c"running", show_running),
     Attribute::ro_private(c"owner_pid", show_owner_pid),
     Attribute::ro_private(c"vm", show_vm),
-    Attribute::ro(c"owed", show_owed),
+    Attribute::ro_private(c"vm_vcpus", show_vm_vcpus),
     Attribute::ro(c"messages_sent", show_sent),
     Attribute::ro(c"messages_received", show_received),
     Attribute::ro(c"requests", show_requests),
@@ -578,35 +606,109 @@ pub(crate) static DEVICE_ATTRS: [Attribute<DevInfo>; 27] = [
     Attribute::ro(c"work_ns", show_work_ns),
 ];
 
+/// What the guest holds.
+static ALLOCATION: [Attribute<DevInfo>; 2] = [
+    Attribute::ro(c"cpus", |d: &DevInfo, page: &mut Page<'_>| {
+        let cpus = host_of(d)?
+            .state
+            .lock()
+            .inventory
+            .allocation(Owner(d.guest_id))
+            .cpus;
+        value(page, cpus)
+    }),
+    Attribute::ro(c"memory_mib", |d: &DevInfo, page: &mut Page<'_>| {
+        let mib = host_of(d)?
+            .state
+            .lock()
+            .inventory
+            .allocation(Owner(d.guest_id))
+            .mem_mib;
+        value(page, mib)
+    }),
+];
+
+/// What the guest lost with nothing free to replace it, and is owed.
+static OWED: [Attribute<DevInfo>; 2] = [
+    Attribute::ro(c"cpus", |d: &DevInfo, page: &mut Page<'_>| {
+        let st = host_of(d)?.state.lock();
+        let cpus = st.guest(d.guest_id).map_or(0, |g| g.owed.cpus);
+        drop(st);
+        value(page, cpus)
+    }),
+    Attribute::ro(c"blocks", |d: &DevInfo, page: &mut Page<'_>| {
+        let st = host_of(d)?.state.lock();
+        let blocks = st.guest(d.guest_id).map_or(0, |g| g.owed.blocks);
+        drop(st);
+        value(page, blocks)
+    }),
+];
+
+/// A device's subdirectories: values that belong together, one a file.
+pub(crate) static DEVICE_SUBDIRS: [Subdir<DevInfo>; 2] = [
+    Subdir::new(c"allocation", &ALLOCATION),
+    Subdir::new(c"owed", &OWED),
+];
+
 /// Creates `/sys/kernel/hwconvey/host/`.
 pub(crate) fn host_dir(host: &Arc<Host>, debugfs: kernel::debugfs::Dir) -> Result<HostDir> {
     let root = SharedDir::get(c"hwconvey")?;
-    let dir = Dir::new(&root, c"host", host.clone(), &HOST_ATTRS)?;
+    let dir = Dir::with_subdirs(&root, c"host", host.clone(), &HOST_ATTRS, &HOST_SUBDIRS)?;
     // The host's first directory is its only one: a later one (none is made) would not
     // replace it.
     host.events_notifier.populate(dir.notifier(c"events")?);
+    let last_publication = KBox::pin_init(
+        debugfs.read_callback_file(
+            c"last_publication",
+            host.clone(),
+            &|h: &Arc<Host>, f: &mut kernel::fmt::Formatter<'_>| show_last_publication(h, f),
+        ),
+        GFP_KERNEL,
+    )?;
     Ok(HostDir {
         dir,
         _root: root,
+        _last_publication: last_publication,
         debugfs,
     })
 }
 
 /// The files of a device, on the vDPA device: `/sys/bus/vdpa/devices/<device>/`.
 pub(crate) fn device_group(info: &Arc<DevInfo>) -> Result<DeviceGroup> {
-    DeviceGroup::new(info.clone(), &DEVICE_ATTRS)
+    DeviceGroup::with_subdirs(info.clone(), &DEVICE_ATTRS, &DEVICE_SUBDIRS)
 }
+
+/// What debugfs files render into.
+type Fmt<'a> = kernel::fmt::Formatter<'a>;
 
 /// Links `/sys/kernel/hwconvey/host/<device>` to the files of `dev`, and makes the device's
 /// debugfs listings.
 pub(crate) fn device_links(parent: &HostDir, dev: &vdpa::Device<HwcDevice>) -> Result<DeviceLinks> {
     let info = &dev.data().stats;
     let debugfs = parent.debugfs.subdir(dev.name());
+    // The callbacks are told apart by their types: a closure each.
     let vcpus = KBox::pin_init(
-        debugfs.read_callback_file(c"vcpus", info.clone(), &|d: &Arc<DevInfo>,
-                                                             f: &mut kernel::fmt::Formatter<
-            '_,
-        >| show_vcpu_listing(d, f)),
+        debugfs.read_callback_file(
+            c"vcpus",
+            info.clone(),
+            &|d: &Arc<DevInfo>, f: &mut Fmt<'_>| show_vcpu_listing(d, f),
+        ),
+        GFP_KERNEL,
+    )?;
+    let last_request = KBox::pin_init(
+        debugfs.read_callback_file(
+            c"last_request",
+            info.clone(),
+            &|d: &Arc<DevInfo>, f: &mut Fmt<'_>| show_last_request(d, f),
+        ),
+        GFP_KERNEL,
+    )?;
+    let last_response = KBox::pin_init(
+        debugfs.read_callback_file(
+            c"last_response",
+            info.clone(),
+            &|d: &Arc<DevInfo>, f: &mut Fmt<'_>| show_last_response(d, f),
+        ),
         GFP_KERNEL,
     )?;
     // A device named like one of the host's files gets no link, but its listings.
@@ -623,7 +725,7 @@ pub(crate) fn device_links(parent: &HostDir, dev: &vdpa::Device<HwcDevice>) -> R
         .ok();
     Ok(DeviceLinks {
         _link: link,
-        _vcpus: vcpus,
+        _listings: [vcpus, last_request, last_response],
         _debugfs: debugfs,
     })
 }

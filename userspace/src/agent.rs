@@ -165,13 +165,10 @@ impl Agent {
             hwconvey_proto::inventory::MAX_BLOCKS,
             "blocks",
         )?;
-        let alloc = read("allocation")?;
-        let memory_mib = match alloc.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["cpus", _, "memory_mib", mib] => mib
-                .parse()
-                .map_err(|_| sysfs_err("allocation", format!("{alloc:?}")))?,
-            _ => return Err(sysfs_err("allocation", format!("unexpected {alloc:?}"))),
-        };
+        let mib = read("allocation/memory_mib")?;
+        let memory_mib = mib
+            .parse()
+            .map_err(|_| sysfs_err(&format!("{dir}/allocation/memory_mib"), format!("{mib:?}")))?;
         let mut memory_nodes: Vec<u32> =
             blocks.iter().filter_map(|&b| self.block_node(b)).collect();
         memory_nodes.sort_unstable();
@@ -394,13 +391,14 @@ pub fn describe(a: &Action) -> String {
 }
 
 /// Whether the host module pins the vCPU threads of `device`'s VM itself: it does with KVM's
-/// lifecycle hook (the device names its VM) and `pin_vcpus` on. The agent's own pinning is the
-/// fallback for kernels without the hook, or with kernel pinning off.
+/// lifecycle hook (the device's `vm` names its VM by number, "none" without one) and
+/// `pin_vcpus` on. The agent's own pinning is the fallback for kernels without the hook, or
+/// with kernel pinning off.
 pub fn kernel_pins(tree: &Tree, device: &str) -> bool {
     tree.read("host/pin_vcpus").is_ok_and(|v| v == "1")
         && tree
             .read(&format!("host/{device}/vm"))
-            .is_ok_and(|v| v.starts_with("vm "))
+            .is_ok_and(|v| v.parse::<u64>().is_ok())
 }
 
 #[cfg(test)]
@@ -453,8 +451,13 @@ mod tests {
         fs::write(root.join("host/pin_vcpus"), "1\n").unwrap();
         fs::write(dev.join("vm"), "none\n").unwrap();
         assert!(!kernel_pins(&tree, "hwc0"));
-        fs::write(dev.join("vm"), "vm 0xffff8880 vcpus 2\n").unwrap();
+        fs::write(dev.join("vm"), "3\n").unwrap();
+        fs::write(dev.join("vm_vcpus"), "2\n").unwrap();
         assert!(kernel_pins(&tree, "hwc0"));
+        // The line of kernels before a file held one value is not a VM's number.
+        fs::write(dev.join("vm"), "vm 3 vcpus 2\n").unwrap();
+        assert!(!kernel_pins(&tree, "hwc0"));
+        fs::write(dev.join("vm"), "0\n").unwrap();
         fs::write(root.join("host/pin_vcpus"), "0\n").unwrap();
         assert!(!kernel_pins(&tree, "hwc0"));
         fs::remove_dir_all(&root).unwrap();

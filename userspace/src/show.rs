@@ -3,26 +3,61 @@
 //! Reading a whole side of the tree, as JSON or as tables.
 
 use std::fmt::Write as _;
+use std::io;
 
 use serde_json::{json, Map, Value};
 
 use crate::text;
-use crate::tree::{describe, Side, Tree};
+use crate::tree::{attribute_name, describe, Side, Tree};
 
-/// Every attribute in directory `rel`, parsed; a file that fails to read
-/// shows its error (a device's files fail with ENODEV once it is gone).
+/// The attributes of directory `rel`, each with its text or its error, and
+/// its subdirectories', each file as "<subdirectory>/<file>", sorted by
+/// name. The files of a directory, and those of each subdirectory, are read
+/// as of one state ([`Tree::read_all`]); a file that fails to read gives its
+/// error (a device's files fail with ENODEV once it is gone).
+pub fn attributes(tree: &Tree, rel: &str) -> io::Result<Vec<(String, io::Result<String>)>> {
+    let mut all = tree.read_all(rel, &tree.files(rel)?);
+    for sub in tree.subdirs(rel).unwrap_or_default() {
+        let dir = format!("{rel}/{sub}");
+        let files = tree.files(&dir).unwrap_or_default();
+        all.extend(
+            tree.read_all(&dir, &files)
+                .into_iter()
+                .map(|(name, text)| (format!("{sub}/{name}"), text)),
+        );
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(all)
+}
+
+/// Every attribute in directory `rel`, parsed; a subdirectory's files as an
+/// object under its name (`"allocation": {"cpus": 2, "memory_mib": 512}`).
+/// A file that fails to read shows its error (a device's files fail with
+/// ENODEV once it is gone).
 pub fn dir_json(tree: &Tree, rel: &str) -> Value {
-    let mut obj = Map::new();
-    let files = match tree.files(rel) {
-        Ok(f) => f,
+    let attrs = match attributes(tree, rel) {
+        Ok(a) => a,
         Err(e) => return json!({ "error": describe(&e) }),
     };
-    for name in files {
-        let v = match tree.read(&format!("{rel}/{name}")) {
-            Ok(t) => text::value(&name, &t),
+    let mut obj = Map::new();
+    for (name, text) in attrs {
+        let v = match text {
+            Ok(t) => text::value(&attribute_name(&format!("{rel}/{name}")), &t),
             Err(e) => json!({ "error": describe(&e) }),
         };
-        obj.insert(name, v);
+        match name.split_once('/') {
+            Some((sub, file)) => {
+                let entry = obj
+                    .entry(sub.to_owned())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(o) = entry {
+                    o.insert(file.to_owned(), v);
+                }
+            }
+            None => {
+                obj.insert(name, v);
+            }
+        }
     }
     Value::Object(obj)
 }
@@ -67,15 +102,14 @@ pub fn status_json(tree: &Tree) -> Value {
     Value::Object(obj)
 }
 
-/// The attributes of `rel` as an aligned "name  value" list; multi-line
-/// values are indented under their name.
+/// The attributes of `rel` as an aligned "name  value" list, a
+/// subdirectory's as "allocation/cpus  2"; multi-line values are indented
+/// under their name.
 pub fn dir_text(tree: &Tree, rel: &str, out: &mut String) {
-    let files = tree.files(rel).unwrap_or_default();
-    let width = files.iter().map(String::len).max().unwrap_or(0);
-    for name in files {
-        let value = tree
-            .read(&format!("{rel}/{name}"))
-            .unwrap_or_else(|e| format!("<{}>", describe(&e)));
+    let attrs = attributes(tree, rel).unwrap_or_default();
+    let width = attrs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, text) in attrs {
+        let value = text.unwrap_or_else(|e| format!("<{}>", describe(&e)));
         if value.contains('\n') {
             let _ = writeln!(out, "{name}:");
             for l in value.lines() {
@@ -110,13 +144,14 @@ const GUEST_COLUMNS: &[(&str, &str)] = &[
     ("RUN", "running"),
     ("CPUS", "cpus"),
     ("BLOCKS", "blocks"),
+    ("MEM_MIB", "allocation/memory_mib"),
     ("QUOTA_CPUS", "quota_cpus"),
     ("QUOTA_MIB", "quota_memory_mib"),
     ("SENT", "messages_sent"),
     ("RECV", "messages_received"),
     ("BAD", "bad_messages"),
     ("DROPPED", "dropped_updates"),
-    ("LAST_RESPONSE", "last_response"),
+    ("REQUESTS", "requests"),
 ];
 
 /// One row per host device (one per guest).
@@ -131,12 +166,7 @@ pub fn guests_text(tree: &Tree, out: &mut String) {
             let v = tree
                 .read(&format!("host/{dev}/{file}"))
                 .unwrap_or_else(|_| "?".into());
-            let v = if v.is_empty() { "-".to_owned() } else { v };
-            row.push(if *file == "last_response" {
-                short_response(&v)
-            } else {
-                v
-            });
+            row.push(if v.is_empty() { "-".to_owned() } else { v });
         }
         rows.push(row);
     }
@@ -147,25 +177,6 @@ pub fn guests_text(tree: &Tree, out: &mut String) {
             "(no hwconvey devices: vdpa dev add name <name> mgmtdev faux/hwconvey)"
         );
     }
-}
-
-/// "id 3 kind cpus status partial reason quota amount 1 generation 9" →
-/// "partial cpus 1 (quota)".
-fn short_response(v: &str) -> String {
-    let Value::Object(o) = text::line(v) else {
-        return v.to_owned();
-    };
-    let s = |k: &str| {
-        o.get(k)
-            .map(|v| v.to_string().trim_matches('"').to_owned())
-            .unwrap_or_default()
-    };
-    let reason = s("reason");
-    let mut out = format!("{} {} {}", s("status"), s("kind"), s("amount"));
-    if !reason.is_empty() && reason != "none" {
-        let _ = write!(out, " ({reason})");
-    }
-    out
 }
 
 /// Left-aligned columns, two spaces apart.
@@ -196,19 +207,6 @@ pub fn table(rows: &[Vec<String>], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn responses_shorten() {
-        assert_eq!(
-            short_response("id 3 kind cpus status partial reason quota amount 1 generation 9"),
-            "partial cpus 1 (quota)"
-        );
-        assert_eq!(
-            short_response("id 1 kind memory status granted reason none amount 256 generation 2"),
-            "granted memory 256"
-        );
-        assert_eq!(short_response("none"), "none");
-    }
 
     #[test]
     fn tables_align() {

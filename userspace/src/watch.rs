@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Watching the tree for what changes: new generations, allocations, diffs,
-//! requests and answers, devices coming and going.
+//! requests and answers, devices coming and going. A subdirectory's files
+//! are watched one by one ("guest/virtio0/last_response/status"), and read
+//! together as of one state.
 //!
 //! sysfs does not tell inotify about attribute changes. The modules count
 //! the changes a watcher wants in `events` files and wake those who poll(2)
@@ -128,56 +130,92 @@ fn rearm(file: &File) -> io::Result<()> {
 }
 
 /// Host attributes that change on events.
-const HOST_FILES: &[&str] = &["generation", "free_cpus", "cpu_events", "memory_events"];
+const HOST_FILES: &[&str] = &[
+    "generation",
+    "free_cpus",
+    "cpu_events",
+    "memory_events",
+    "inventory/online_cpus",
+    "inventory/online_blocks",
+];
 /// Per-device attributes that change on events.
 const DEVICE_FILES: &[&str] = &[
     "running",
-    "allocation",
     "cpus",
     "blocks",
-    "last_request",
-    "last_response",
+    "allocation/cpus",
+    "allocation/memory_mib",
+    "owed/cpus",
+    "owed/blocks",
+    "requests",
     "bad_messages",
     "dropped_updates",
 ];
 /// Attributes of each guest device that change on events.
 const GUEST_FILES: &[&str] = &[
     "generation",
-    "allocation",
-    "last_diff",
-    "request",
-    "last_response",
+    "allocation/cpus",
+    "allocation/memory_mib",
+    "last_diff/generation",
+    "last_diff/my_cpus_gained",
+    "last_diff/my_cpus_lost",
+    "last_diff/my_blocks_gained",
+    "last_diff/my_blocks_lost",
+    "last_response/id",
+    "last_response/kind",
+    "last_response/status",
+    "last_response/reason",
+    "last_response/amount",
     "bad_messages",
 ];
 
 /// The watched attributes' texts at one moment, by path
-/// ("guest/virtio0/generation"). A file that does not read (its device
-/// went) is absent.
+/// ("guest/virtio0/generation", "guest/virtio0/last_response/status"). A
+/// file that does not read (its device went) is absent.
 pub type Sample = BTreeMap<String, String>;
+
+/// Reads `files` of directory `dir` into `s`: the files of one subdirectory
+/// ("last_response/id", "last_response/status") as of one state
+/// ([`Tree::read_all`]), the others one by one.
+fn read_into(tree: &Tree, dir: &str, files: &[&str], s: &mut Sample) {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in files {
+        let (sub, name) = match f.rsplit_once('/') {
+            Some((sub, name)) => (format!("{dir}/{sub}"), name),
+            None => (dir.to_owned(), *f),
+        };
+        groups.entry(sub).or_default().push(name.to_owned());
+    }
+    for (sub, names) in groups {
+        if sub == dir {
+            for name in names {
+                let rel = format!("{dir}/{name}");
+                if let Ok(v) = tree.read(&rel) {
+                    s.insert(rel, v);
+                }
+            }
+        } else {
+            for (name, text) in tree.read_all(&sub, &names) {
+                if let Ok(v) = text {
+                    s.insert(format!("{sub}/{name}"), v);
+                }
+            }
+        }
+    }
+}
 
 /// Reads every watched attribute.
 pub fn sample(tree: &Tree) -> Sample {
     let mut s = Sample::new();
-    let mut read = |rel: String| {
-        if let Ok(v) = tree.read(&rel) {
-            s.insert(rel, v);
-        }
-    };
     if tree.has(Side::Host) {
-        for f in HOST_FILES {
-            read(format!("host/{f}"));
-        }
+        read_into(tree, "host", HOST_FILES, &mut s);
         for dev in tree.devices().unwrap_or_default() {
-            for f in DEVICE_FILES {
-                read(format!("host/{dev}/{f}"));
-            }
+            read_into(tree, &format!("host/{dev}"), DEVICE_FILES, &mut s);
         }
     }
     if tree.has(Side::Guest) {
         for dev in tree.guest_devices().unwrap_or_default() {
-            for f in GUEST_FILES {
-                read(format!("guest/{dev}/{f}"));
-            }
+            read_into(tree, &format!("guest/{dev}"), GUEST_FILES, &mut s);
         }
     }
     s

@@ -61,11 +61,23 @@ fn start_vm(name: &str) -> Vm {
     vm
 }
 
-fn allocate(dir: &Path, cpus: &str, blocks: &str, allocation: &str) {
+/// The host device's files, as the host module lays them out: the CPUs and
+/// blocks as range lists, the allocation's size in `allocation/`, a value a
+/// file (`memory_mib` absent when `None`).
+fn allocate(dir: &Path, cpus: &str, blocks: &str, memory_mib: Option<&str>) {
     let d = dir.join("root/host/hwc0");
     fs::write(d.join("cpus"), format!("{cpus}\n")).unwrap();
     fs::write(d.join("blocks"), format!("{blocks}\n")).unwrap();
-    fs::write(d.join("allocation"), format!("{allocation}\n")).unwrap();
+    let a = d.join("allocation");
+    fs::create_dir_all(&a).unwrap();
+    let count = cpus.split(',').filter(|c| !c.is_empty()).count();
+    fs::write(a.join("cpus"), format!("{count}\n")).unwrap();
+    match memory_mib {
+        Some(mib) => fs::write(a.join("memory_mib"), format!("{mib}\n")).unwrap(),
+        None => {
+            let _ = fs::remove_file(a.join("memory_mib"));
+        }
+    }
 }
 
 fn agent(vm: &Vm) -> Agent {
@@ -148,12 +160,7 @@ fn gives_the_vm_its_allocation() {
     let mut agent = agent(&vm);
     let cpus = host_cpus();
     let (c0, c1) = (cpus[0], *cpus.get(1).unwrap_or(&cpus[0]));
-    allocate(
-        &vm.dir,
-        &format!("{c0},{c1}"),
-        "4-5",
-        "cpus 2 memory_mib 256",
-    );
+    allocate(&vm.dir, &format!("{c0},{c1}"), "4-5", Some("256"));
 
     let done = settle(&mut agent);
     assert!(done
@@ -166,12 +173,7 @@ fn gives_the_vm_its_allocation() {
     assert_eq!(dimms(&mut agent), [("hwc-mem-0".to_owned(), 256)]);
 
     // The host grants more memory: one more DIMM for the difference.
-    allocate(
-        &vm.dir,
-        &format!("{c0},{c1}"),
-        "4-6",
-        "cpus 2 memory_mib 384",
-    );
+    allocate(&vm.dir, &format!("{c0},{c1}"), "4-6", Some("384"));
     settle(&mut agent);
     assert_eq!(
         dimms(&mut agent),
@@ -186,18 +188,31 @@ fn gives_the_vm_its_allocation() {
 fn malformed_sysfs_changes_nothing() {
     let vm = start_vm("bad");
     let mut agent = agent(&vm);
-    for (cpus, blocks, allocation) in [
-        ("1-0", "", "cpus 2 memory_mib 0"),
-        ("0,1", "4", "cpus 2 memory_mib lots"),
-        ("0,1", "x", "cpus 2 memory_mib 128"),
-        ("0,99999999", "", "cpus 2 memory_mib 0"),
-        ("0", "", "cpus 1"),
+    for (cpus, blocks, memory_mib) in [
+        ("1-0", "", Some("0")),
+        ("0,1", "4", Some("lots")),
+        ("0,1", "x", Some("128")),
+        ("0,99999999", "", Some("0")),
+        ("0", "", None),
+        ("0", "", Some("")),
+        ("0", "", Some("-128")),
+        // Two values, or the line of the kernels that had them on one: not a file's one value.
+        ("0", "4", Some("128 256")),
+        ("0", "4", Some("cpus 1 memory_mib 128")),
     ] {
-        allocate(&vm.dir, cpus, blocks, allocation);
+        allocate(&vm.dir, cpus, blocks, memory_mib);
         match agent.reconcile() {
             Err(Error::Sysfs(_)) => {}
-            other => panic!("{cpus:?} {blocks:?} {allocation:?}: {other:?}"),
+            other => panic!("{cpus:?} {blocks:?} {memory_mib:?}: {other:?}"),
         }
+    }
+    // The allocation as one line in a file of its own, as before the subdirectory: not read.
+    let a = vm.dir.join("root/host/hwc0/allocation");
+    fs::remove_dir_all(&a).unwrap();
+    fs::write(&a, "cpus 1 memory_mib 128\n").unwrap();
+    match agent.reconcile() {
+        Err(Error::Sysfs(_)) => {}
+        other => panic!("an allocation file: {other:?}"),
     }
     assert_eq!(vcpus(&mut agent).len(), 1);
     assert!(dimms(&mut agent).is_empty());
@@ -208,14 +223,14 @@ fn unplug_needs_the_guest_and_does_not_block_adds() {
     let vm = start_vm("shrink");
     // Not pinning: CPUs 0 and 1 need not both exist here.
     let mut agent = agent_pinning(&vm, false);
-    allocate(&vm.dir, "0-1", "", "cpus 2 memory_mib 0");
+    allocate(&vm.dir, "0-1", "", Some("0"));
     settle(&mut agent);
     assert_eq!(vcpus(&mut agent).len(), 2);
 
     // Fewer CPUs, more memory: QEMU refuses to unplug a vCPU of a guest that
     // has not booted (unplug is an ACPI request to the guest), yet the
     // memory is added in the same pass.
-    allocate(&vm.dir, "0", "4", "cpus 1 memory_mib 128");
+    allocate(&vm.dir, "0", "4", Some("128"));
     let pass = agent.reconcile().unwrap();
     assert!(
         matches!(pass.failed.as_slice(), [(Action::RemoveVcpu { id }, Error::Qmp(_))] if id == "hwc-vcpu-0")

@@ -26,15 +26,27 @@ fn put(root: &Path, rel: &str, text: &str) {
 }
 
 /// A guest device's files on its virtio device (here `virtio/<dev>/`), beside
-/// the virtio core's and the driver core's own, and its link `guest/<dev>`.
+/// the virtio core's and the driver core's own, and its link `guest/<dev>`:
+/// a value a file, those that belong together in a subdirectory.
 fn guest_device(root: &Path, dev: &str, generation: &str) {
     for (file, text) in [
         ("generation", generation),
         ("events", "2"),
-        ("allocation", "cpus 2 memory_mib 0"),
         ("responses", "3"),
+        ("last_update_ns", "81234567"),
+        // Write-only on a real device: never read.
         ("request", "none"),
-        ("last_response", "none"),
+        ("allocation/cpus", "2"),
+        ("allocation/memory_mib", "0"),
+        ("last_response/id", "0"),
+        ("last_response/kind", "none"),
+        ("last_response/status", "none"),
+        ("last_response/reason", "none"),
+        ("last_response/amount", "0"),
+        ("last_response/generation", "0"),
+        ("last_diff/generation", generation),
+        ("last_diff/my_cpus_gained", "1"),
+        ("last_diff/my_cpus_lost", "0"),
         ("device", "0x0038"),
         ("vendor", "0x554d4551"),
         ("status", "0x0000000f"),
@@ -57,6 +69,9 @@ fn guest_device(root: &Path, dev: &str, generation: &str) {
     .unwrap();
 }
 
+/// The guest device files [`guest_device`] makes that `watch` watches.
+const WATCHED_PER_GUEST_DEVICE: usize = 11;
+
 /// A host with one guest device, and a guest with one device bound, as the
 /// modules lay them out: the host device's files are on the vDPA device
 /// (here `vdpa/hwc0/`, beside the driver core's own), and `host/hwc0` links
@@ -68,25 +83,24 @@ fn tree(name: &str) -> Root {
     for (rel, text) in [
         ("host/generation", "7"),
         ("host/events", "3"),
-        (
-            "host/inventory",
-            "cpus 4 online 4 blocks 16 online 16 block_mib 128 nodes 2",
-        ),
+        ("host/inventory/cpus", "4"),
+        ("host/inventory/online_cpus", "4"),
+        ("host/inventory/blocks", "16"),
+        ("host/inventory/online_blocks", "15"),
+        ("host/inventory/block_mib", "128"),
+        ("host/inventory/nodes", "2"),
         ("host/free_cpus", "2-3"),
         ("host/initial_cpus", "1"),
         ("vdpa/hwc0/guest_id", "1"),
         ("vdpa/hwc0/cpus", "0-1"),
         ("vdpa/hwc0/blocks", ""),
-        ("vdpa/hwc0/allocation", "cpus 2 memory_mib 0"),
+        ("vdpa/hwc0/allocation/cpus", "2"),
+        ("vdpa/hwc0/allocation/memory_mib", "0"),
+        ("vdpa/hwc0/owed/cpus", "1"),
+        ("vdpa/hwc0/owed/blocks", "0"),
         ("vdpa/hwc0/quota_cpus", "2"),
-        (
-            "vdpa/hwc0/last_request",
-            "id 3 kind cpus amount 1 node 1 motive 1 projection demand 2400 held 1",
-        ),
-        (
-            "vdpa/hwc0/last_response",
-            "id 3 kind cpus status partial reason quota amount 1 generation 7",
-        ),
+        ("vdpa/hwc0/vm", "none"),
+        ("vdpa/hwc0/requests", "3"),
         ("guest/period_ms", "1000"),
         ("guest/horizon", "5"),
         ("guest/devices", "1"),
@@ -149,18 +163,39 @@ fn status_as_json_and_tables() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["host"]["generation"], json!(7));
     assert_eq!(v["host"]["free_cpus"], json!([2, 3]));
+    // A subdirectory: an object of its files, numbers as numbers.
+    assert_eq!(
+        v["host"]["inventory"],
+        json!({"block_mib": 128, "blocks": 16, "cpus": 4, "nodes": 2,
+               "online_blocks": 15, "online_cpus": 4})
+    );
+    // The host's subdirectory is no device.
+    assert_eq!(
+        v["host"]["guests"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["hwc0"]
+    );
     assert_eq!(v["host"]["guests"]["hwc0"]["cpus"], json!([0, 1]));
     assert_eq!(v["host"]["guests"]["hwc0"]["blocks"], json!([]));
+    assert_eq!(v["host"]["guests"]["hwc0"]["vm"], Value::Null);
+    // A count of CPUs in a subdirectory, not a list of CPU 2.
+    assert_eq!(
+        v["host"]["guests"]["hwc0"]["allocation"],
+        json!({"cpus": 2, "memory_mib": 0})
+    );
+    assert_eq!(
+        v["host"]["guests"]["hwc0"]["owed"],
+        json!({"blocks": 0, "cpus": 1})
+    );
     // The driver core's files, links and directories are not hwconvey's.
     let dev = v["host"]["guests"]["hwc0"].as_object().unwrap();
     for other in ["uevent", "driver_override", "power", "subsystem"] {
         assert!(!dev.contains_key(other), "{other} in {dev:?}");
     }
-    assert_eq!(dev.len(), 7, "{dev:?}");
-    assert_eq!(
-        v["host"]["guests"]["hwc0"]["last_request"]["motive"],
-        json!("projection")
-    );
+    assert_eq!(dev.len(), 8, "{dev:?}");
     // The guest: its knobs and device count, and each bound device's
     // hwconvey files through its link, without the virtio core's.
     let guest = v["guest"].as_object().unwrap();
@@ -173,9 +208,21 @@ fn status_as_json_and_tables() {
     assert_eq!(bound.keys().collect::<Vec<_>>(), ["virtio0"]);
     let dev = bound["virtio0"].as_object().unwrap();
     assert_eq!(dev["generation"], json!(7));
+    assert_eq!(dev["last_update_ns"], json!(81234567));
     assert_eq!(dev["allocation"], json!({"cpus": 2, "memory_mib": 0}));
-    assert_eq!(dev["last_response"], Value::Null);
+    // No answer yet: id 0, and names "none", kept as names.
+    assert_eq!(
+        dev["last_response"],
+        json!({"amount": 0, "generation": 0, "id": 0, "kind": "none",
+               "reason": "none", "status": "none"})
+    );
+    assert_eq!(
+        dev["last_diff"],
+        json!({"generation": 7, "my_cpus_gained": 1, "my_cpus_lost": 0})
+    );
+    // The request is written, never read; the virtio core's files are not hwconvey's.
     for other in [
+        "request",
         "device",
         "vendor",
         "status",
@@ -188,15 +235,23 @@ fn status_as_json_and_tables() {
     ] {
         assert!(!dev.contains_key(other), "{other} in {dev:?}");
     }
-    assert_eq!(dev.len(), 6, "{dev:?}");
+    assert_eq!(dev.len(), 7, "{dev:?}");
 
     let o = ctl(&r.0, &["status"]);
     let out = stdout(&o);
     assert!(o.status.success(), "{o:?}");
     assert!(out.contains("\n-- guest/virtio0 --\n"), "{out}");
-    assert!(out.contains("\ngeneration     7\n"), "{out}");
+    // Aligned on the longest name, a subdirectory's files a line each.
+    let guest_line = |name: &str, value: &str| format!("\n{name:24}  {value}\n");
+    assert!(out.contains(&guest_line("generation", "7")), "{out}");
     assert!(
-        !out.contains("vendor") && !out.contains("modalias"),
+        out.contains(&guest_line("last_response/status", "none")),
+        "{out}"
+    );
+    assert!(out.contains(&guest_line("allocation/cpus", "2")), "{out}");
+    assert!(out.contains("\ninventory/online_blocks  15\n"), "{out}");
+    assert!(
+        !out.contains("vendor") && !out.contains("modalias") && !out.contains("request"),
         "{out}"
     );
 
@@ -207,12 +262,15 @@ fn status_as_json_and_tables() {
         lines
             .next()
             .unwrap()
-            .starts_with("DEVICE  GUEST  RUN  CPUS"),
+            .starts_with("DEVICE  GUEST  RUN  CPUS  BLOCKS  MEM_MIB"),
         "{out}"
     );
     let row = lines.next().unwrap();
-    assert!(row.starts_with("hwc0    1      ?    0-1"), "{row}");
-    assert!(row.ends_with("partial cpus 1 (quota)"), "{row}");
+    assert!(
+        row.starts_with("hwc0    1      ?    0-1   -       0 "),
+        "{row}"
+    );
+    assert!(row.ends_with(" 3"), "{row}");
 }
 
 #[test]
@@ -221,9 +279,33 @@ fn get_set_and_errors() {
     let o = ctl(&r.0, &["set", "host/hwc0/quota_cpus", "4"]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(stdout(&ctl(&r.0, &["get", "host/hwc0/quota_cpus"])), "4\n");
+    // A subdirectory, as an object; one of its files, as its value.
     assert_eq!(
         stdout(&ctl(&r.0, &["--json", "get", "host/hwc0/allocation"])),
         "{\"cpus\":2,\"memory_mib\":0}\n"
+    );
+    assert_eq!(
+        stdout(&ctl(&r.0, &["get", "host/hwc0/allocation"])),
+        "cpus        2\nmemory_mib  0\n"
+    );
+    assert_eq!(
+        stdout(&ctl(&r.0, &["--json", "get", "host/hwc0/allocation/cpus"])),
+        "2\n"
+    );
+    assert_eq!(
+        stdout(&ctl(&r.0, &["--json", "get", "host/inventory/online_cpus"])),
+        "4\n"
+    );
+    assert_eq!(
+        stdout(&ctl(&r.0, &["get", "guest/virtio0/last_response/kind"])),
+        "none\n"
+    );
+    assert_eq!(
+        stdout(&ctl(
+            &r.0,
+            &["--json", "get", "guest/virtio0/last_response/kind"]
+        )),
+        "\"none\"\n"
     );
 
     assert_eq!(
@@ -250,6 +332,9 @@ fn get_set_and_errors() {
         "guest/virtio0/uevent",
         "guest/virtio0/driver",
         "guest/virtio0/power/runtime_status",
+        "guest/virtio0/power",
+        "guest/virtio0/allocation/cpus/x",
+        "guest/virtio0/samples_recent",
     ] {
         let o = ctl(&r.0, &["get", path]);
         assert_eq!(o.status.code(), Some(1), "{path}: {o:?}");
@@ -310,8 +395,9 @@ fn watch_reports_changes() {
         put(&root, "host/generation", "8");
         put(&root, "host/hwc0/cpus", "0-2");
         put(&root, "guest/virtio0/generation", "8");
+        put(&root, "guest/virtio0/allocation/cpus", "3");
     });
-    let events = watch_json(&r.0, "3");
+    let events = watch_json(&r.0, "4");
     writer.join().unwrap();
     // What wakes it: the host's events, the guest's device count, and the
     // bound guest device's events.
@@ -326,6 +412,9 @@ fn watch_reports_changes() {
     assert_eq!(c["new"], json!([0, 1, 2]));
     let g = find("guest/virtio0/generation").expect("guest device generation event");
     assert_eq!((g["old"].clone(), g["new"].clone()), (json!(7), json!(8)));
+    // A file of a subdirectory, by its path; a count, not a list.
+    let a = find("guest/virtio0/allocation/cpus").expect("guest device allocation event");
+    assert_eq!((a["old"].clone(), a["new"].clone()), (json!(2), json!(3)));
 }
 
 #[test]
@@ -342,8 +431,8 @@ fn watch_follows_guest_devices() {
         fs::remove_file(root.join("guest/virtio0")).unwrap();
         put(&root, "guest/devices", "1");
     });
-    // virtio3's 4 watched files appear, virtio0's 4 go.
-    let events = watch_json(&r.0, "8");
+    // virtio3's watched files appear, virtio0's go.
+    let events = watch_json(&r.0, &(2 * WATCHED_PER_GUEST_DEVICE).to_string());
     writer.join().unwrap();
     let find = |path: &str| events.iter().find(|e| e["path"] == json!(path)).cloned();
     let g = find("guest/virtio3/generation").expect("the new device's generation");
@@ -356,17 +445,32 @@ fn watch_follows_guest_devices() {
         (g["old"].clone(), g["new"].clone()),
         (json!(7), Value::Null)
     );
+    let k = find("guest/virtio3/last_response/kind").expect("the new device's last answer");
+    assert_eq!(
+        (k["old"].clone(), k["new"].clone()),
+        (Value::Null, json!("none"))
+    );
+    let k = find("guest/virtio0/last_response/id").expect("the unbound device's last answer");
+    assert_eq!(
+        (k["old"].clone(), k["new"].clone()),
+        (json!(0), Value::Null)
+    );
+    assert_eq!(events.len(), 1 + 2 * WATCHED_PER_GUEST_DEVICE, "{events:?}");
     // The virtio core's files are never watched.
     assert!(
-        !events
-            .iter()
-            .any(|e| e["path"].as_str().is_some_and(|p| p.ends_with("/status"))),
+        !events.iter().any(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.split('/').nth(2) == Some("status"))
+        }),
         "{events:?}"
     );
 }
 
 /// Plays the guest module for device `dev`: answers what is written to its
-/// request file (through the device's own directory) with `answer`.
+/// request file (through the device's own directory) with `answer`, "id <n>
+/// kind <k> ...": a file of `last_response/` per pair, then one more
+/// response counted.
 fn responder(root: &Path, dev: &str, want: &str, answer: &str) -> std::thread::JoinHandle<bool> {
     let (root, dev, want, answer) = (
         root.to_owned(),
@@ -379,7 +483,14 @@ fn responder(root: &Path, dev: &str, want: &str, answer: &str) -> std::thread::J
         loop {
             let req = fs::read_to_string(root.join(format!("virtio/{dev}/request"))).unwrap();
             if req.trim() == want {
-                put(&root, &format!("virtio/{dev}/last_response"), &answer);
+                let words: Vec<&str> = answer.split_whitespace().collect();
+                for pair in words.chunks(2) {
+                    put(
+                        &root,
+                        &format!("virtio/{dev}/last_response/{}", pair[0]),
+                        pair[1],
+                    );
+                }
                 put(&root, &format!("virtio/{dev}/responses"), "4");
                 return true;
             }
@@ -405,8 +516,11 @@ fn request_waits_for_the_answer() {
     // Denied: the answer is printed and the exit status says so.
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(v["status"], json!("denied"));
-    assert_eq!(v["reason"], json!("quota"));
+    assert_eq!(
+        v,
+        json!({"id": 4, "kind": "cpus", "status": "denied", "reason": "quota",
+               "amount": 0, "generation": 7})
+    );
 }
 
 #[test]

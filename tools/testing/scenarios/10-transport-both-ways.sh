@@ -15,9 +15,9 @@ bind hwc0 virtio_vdpa
 G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 [ "$(cat $GK/devices)" = 1 ] || fail "the guest counts $(cat $GK/devices) devices, not 1"
 wait_copy
-# "cpus <n> online <n> ...": the guest's copy counts the host's online CPUs.
+# inventory/online_cpus: the guest's copy counts the host's online CPUs.
 host_cpus=$(guest_online_cpus)
-[ "$host_cpus" = "$(nproc)" ] || fail "the guest's copy has $host_cpus online CPUs, the host $(nproc): $(cat $G/inventory)"
+[ "$host_cpus" = "$(nproc)" ] || fail "the guest's copy has $host_cpus online CPUs, the host $(nproc): $(values $G/inventory)"
 note "host -> guest: snapshot of $host_cpus CPUs applied"
 # The guest acks what it applied; the ack reaches the host.
 wait_until 5 "no ack reached the host" at_least $H/hwc0/acks 1

@@ -27,8 +27,9 @@ in_sync
 # A real request and its answer, which the hostile host then replays.
 echo "cpus 1" >$G/request || fail "request"
 for i in $(seq 100); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; done
-answered=$(awk '{print $2}' $G/last_response)
-[ -n "$answered" ] && [ "$answered" != none ] || fail "no answer to a real request: $(cat $G/last_response)"
+# Request ids start at 1: id 0 is no answer yet.
+answered=$(cat $G/last_response/id)
+[ "$answered" -gt 0 ] 2>/dev/null || fail "no answer to a real request: $(values $G/last_response)"
 in_sync
 python3 "$(dirname "$0")/hostile-host.py" "$(cat $H/hwc0/guest_id)" "$answered" "$G" || fail "the hostile host's checks"
 echo 1 >/sys/kernel/debug/hwconvey-host/bench_push

@@ -7,8 +7,6 @@
 # sides. Then: a request beyond the quota is denied with its reason.
 . "$(dirname "$0")/lib.sh"
 
-field() { tr ' ' '\n' <"$1" | grep -A1 -x "$2" | tail -1; }
-
 # On the debug kernel the idle VM alone keeps more than the guest's 2 CPUs
 # busy: there is no idle phase to start from.
 debug_kernel && skip "needs an idle phase; the debug kernel keeps the VM busy"
@@ -24,25 +22,31 @@ vdpa dev add name hwc0 mgmtdev faux/hwconvey || fail "vdpa dev add"
 bind hwc0 virtio_vdpa
 G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
-[ "$(field $G/allocation cpus)" = 2 ] || fail "initial allocation: $(cat $G/allocation)"
+[ "$(cat $G/allocation/cpus)" = 2 ] || fail "initial allocation: $(values $G/allocation)"
 sleep 2
 # From here until the load runs, only the shell's own reads (builtins: no process). On a busy
 # host the few processes a check starts cost the VM enough CPU time for the sampling to see a
 # load, and the projection then rightly asks before the load it is meant to answer.
 read -r requests <$H/hwc0/requests
-read -r -a idle <$G/projection
-mapfile -t idle_record <$G/samples_recent
-s0=${idle[1]}
+# The projection as of one sample (snap: builtins only), and the record of the recent samples
+# (in debugfs: this device's, the only one bound).
+snap $G/projection
+idle=()
+for f in samples busy_mcpu steal_mcpu nr_running mem_used_mib cpu_pressure held_cpus level_mcpu trend_mcpu projected_mcpu proposals; do
+	idle+=("$f ${S[$f]}")
+done
+mapfile -t idle_record <$GD/samples_recent
+s0=${S[samples]}
 # The first sample whose period can hold the load: read before the load starts, since on a
 # busy machine reading it afterwards can take several periods, all of them loaded.
-read -r -a now <$G/projection
-s_load=$((now[1] + 1))
+read -r now <$G/projection/samples
+s_load=$((now + 1))
 # The load runs at nice 10: it is busy time all the same (the sampling counts
 # nice time), and the scenario's own reads of the record are not starved.
 pids=()
 for i in 1 2 3; do nice -n 10 bash -c 'while :; do :; done' & pids+=($!); done
 trap 'kill "${pids[@]}" 2>/dev/null' EXIT
-[ "$requests" = 0 ] || fail "the idle guest asked for something: $(cat $H/hwc0/last_request)"
+[ "$requests" = 0 ] || fail "the idle guest asked for something: $(cat $HD/hwc0/last_request)"
 note "idle: ${idle[*]}"
 # The idle level: the median of the last idle samples, not their maximum, so that one noisy
 # sample of a busy machine does not hide the step. (The record keeps the last 32 samples
@@ -53,18 +57,17 @@ idle_busy=$(printf '%s\n' "${idle_record[@]}" | awk -v s0="$s0" '$1 <= s0 && $1 
 last=
 for i in $(seq 300); do
 	[ "$(cat $H/hwc0/requests)" -ge 1 ] && break
-	p=$(cat $G/projection)
+	p=$(values $G/projection)
 	[ "$p" != "$last" ] && [ -n "${TRACE:-}" ] && echo "  trace: $p"
 	last=$p
 	sleep 0.05
 done
-[ "$(cat $H/hwc0/requests)" -ge 1 ] || fail "no request under load: $(cat $G/projection)"
+[ "$(cat $H/hwc0/requests)" -ge 1 ] || fail "no request under load: $(values $G/projection)"
 # The samples up to the request, read once: the record moves on meanwhile.
-rec=$(cat $G/samples_recent)
-s1=$(field $G/projection samples)
-note "loaded: $(cat $G/projection)"
-grep -qE '^id [0-9]+ kind cpus amount [0-9]+ node (-|[0-9]+) motive 1 projection demand [0-9]+ held [0-9]+$' $H/hwc0/last_request ||
-	fail "the first request is not a projected CPU request: $(cat $H/hwc0/last_request)"
+rec=$(cat $GD/samples_recent)
+note "loaded: $(values $G/projection)"
+grep -qE '^id [0-9]+ kind cpus amount [0-9]+ node (-|[0-9]+) motive 1 projection demand [0-9]+ held [0-9]+$' $HD/hwc0/last_request ||
+	fail "the first request is not a projected CPU request: $(cat $HD/hwc0/last_request)"
 # In-kernel record of the samples: the step is where the load became
 # sustained, i.e. the first of the samples before the request that all show
 # at least a CPU more than the idle samples did. How many sample periods the
@@ -86,16 +89,16 @@ if [ -n "$step" ]; then
 else
 	note "request at sample $asked; no sustained step of a CPU above the idle level ($idle_busy mCPU) in: $(tr '\n' ';' <<<"$rec")"
 fi
-note "the request: $(cat $H/hwc0/last_request)"
+note "the request: $(cat $HD/hwc0/last_request)"
 # The shell may be starved by the load: the guest can have asked again (and
 # been denied at its quota) by the time we look, so count grants.
 for i in $(seq 50); do [ "$(cat $G/responses)" -ge 1 ] && break; sleep 0.1; done
 [ $(( $(cat $H/requests_granted) + $(cat $H/requests_partial) )) -ge 1 ] ||
-	fail "nothing granted: $(cat $G/last_response)"
+	fail "nothing granted: $(values $G/last_response)"
 in_sync
-host_cpus=$(field $H/hwc0/allocation cpus)
+host_cpus=$(cat $H/hwc0/allocation/cpus)
 [ "$host_cpus" -gt 2 ] && [ "$host_cpus" -le 4 ] || fail "host allocation $host_cpus CPUs (quota 4)"
-[ "$(field $G/allocation cpus)" = "$host_cpus" ] || fail "guest copy $(cat $G/allocation), host $host_cpus CPUs"
+[ "$(cat $G/allocation/cpus)" = "$host_cpus" ] || fail "guest copy $(values $G/allocation), host $host_cpus CPUs"
 note "granted $(cat $H/requests_granted) in full, $(cat $H/requests_partial) in part; both sides: $host_cpus CPUs ($(cat $H/hwc0/cpus))"
 kill "${pids[@]}"; wait 2>/dev/null
 trap - EXIT
@@ -104,7 +107,9 @@ echo "$host_cpus" >$H/hwc0/quota_cpus
 denied=$(cat $H/requests_denied)
 echo "cpus 1" >$G/request
 for i in $(seq 50); do [ "$(cat $H/requests_denied)" -gt "$denied" ] && break; sleep 0.1; done
-grep -qE 'status denied reason quota' $G/last_response || fail "beyond quota: $(cat $G/last_response)"
-note "beyond the quota of $host_cpus: $(cat $G/last_response)"
+# The answer, as of one answer (the guest's projection may still ask: read its files together).
+snap $G/last_response
+[ "${S[status]} ${S[reason]}" = "denied quota" ] || fail "beyond quota: $(values $G/last_response)"
+note "beyond the quota of $host_cpus: $(values $G/last_response)"
 vdpa dev del hwc0
 unload_all

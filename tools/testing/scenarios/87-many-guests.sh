@@ -44,9 +44,10 @@ echo 0 >"/sys/devices/system/cpu/cpu$victim/online" || fail "cpu$victim offline"
 [ "$(cat $H/generation)" -gt "$gen" ] || fail "cpu$victim offline did not change the host's generation"
 gen=$(cat $H/generation)
 all_acked "$gen" "$N" 180
-read -r _ pub_gen _ pub_devices _ pub_ns <$H/last_publication
+# A measurement, in debugfs: "generation <g> devices <n> ns <t>".
+read -r _ pub_gen _ pub_devices _ pub_ns <$HD/last_publication
 [ "$pub_gen" = "$gen" ] && [ "$pub_devices" = "$N" ] ||
-	fail "last publication: $(cat $H/last_publication), expected generation $gen to $N devices"
+	fail "last publication: $(cat $HD/last_publication), expected generation $gen to $N devices"
 grep -q "^cpu $victim " $GD/cpus && fail "a guest's copy still lists cpu$victim online"
 note "cpu$victim offline: all $N guests applied generation $gen; queueing it took the host $((pub_ns / N)) ns per guest"
 echo 1 >"/sys/devices/system/cpu/cpu$victim/online" || fail "cpu$victim online"

@@ -7,8 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 
 M=/sys/devices/system/memory
-online_blocks() { awk '{print $8}' $H/inventory; }
-field() { tr ' ' '\n' <"$1" | grep -A1 -x "$2" | tail -1; }
+online_blocks() { cat $H/inventory/online_blocks; }
 
 load_host
 load_guest
@@ -25,9 +24,11 @@ victim=$(offline_a_block) || fail "no memory block could go offline"
 in_sync
 [ "$(cat $H/memory_events)" -gt "$events" ] || fail "the host saw no memory event"
 [ "$(online_blocks)" = $((before - 1)) ] || fail "host: $(online_blocks) blocks online, was $before"
+[ "$(cat $G/inventory/online_blocks)" = $((before - 1)) ] || fail "the guest's copy: $(values $G/inventory), $((before - 1)) blocks online on the host"
 echo online >$M/memory$victim/state || fail "online memory$victim"
 in_sync
 [ "$(online_blocks)" = "$before" ] || fail "host: $(online_blocks) blocks online after onlining, want $before"
+[ "$(cat $G/inventory/online_blocks)" = "$before" ] || fail "the guest's copy: $(values $G/inventory) after onlining, $before blocks online on the host"
 note "block $victim offline and online: host inventory and guest copy (generation $(cat $G/generation)) followed"
 
 # The first block of a node holds the node's own structures and cannot go
@@ -39,16 +40,17 @@ for try in 1 2 3; do
 	echo "memory 128 node 1" >$G/request
 	for i in $(seq 50); do [ "$(cat $G/responses)" -gt "$responses" ] && break; sleep 0.1; done
 	in_sync
-	grep -qE 'status (granted|partial)' $G/last_response || fail "memory not granted: $(cat $G/last_response)"
+	[ "$(cat $G/responses)" -gt "$responses" ] && [ "$(cat $G/last_response/kind)" = memory ] &&
+		[[ $(cat $G/last_response/status) =~ ^(granted|partial)$ ]] || fail "memory not granted: $(values $G/last_response)"
 	last=$(cat $H/hwc0/blocks | tr ',' '\n' | tail -1 | sed 's/.*-//')
-	held=$(field $G/allocation memory_mib)
+	held=$(cat $G/allocation/memory_mib)
 	if echo offline >$M/memory$last/state 2>/dev/null; then moved=$last; break; fi
 done
 [ -n "$moved" ] || fail "none of the guest's blocks ($(cat $H/hwc0/blocks)) could go offline"
 in_sync
 [ "$(cat $H/reallocations)" = $((realloc + 1)) ] || fail "no replacement: reallocations $(cat $H/reallocations)"
 cat $H/hwc0/blocks | tr ',' '\n' | grep -qx "$moved" && fail "block $moved still allocated after going offline"
-[ "$(field $G/allocation memory_mib)" = "$held" ] || fail "guest copy: $(cat $G/allocation), held $held MiB before"
+[ "$(cat $G/allocation/memory_mib)" = "$held" ] || fail "guest copy: $(values $G/allocation), held $held MiB before"
 note "the guest's block $moved went offline: replaced (blocks now $(cat $H/hwc0/blocks)); the guest still holds $held MiB"
 echo online >$M/memory$moved/state || fail "online memory$moved"
 in_sync

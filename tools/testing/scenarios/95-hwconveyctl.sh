@@ -34,9 +34,26 @@ check "list(v['guest']['bound']) == ['$v']"
 check "v['guest']['bound']['$v']['generation'] == $(cat $G/generation)"
 # Of the virtio device's directory, only hwconvey's files.
 check "not {'device', 'vendor', 'status', 'features', 'modalias', 'uevent', 'driver', 'subsystem', 'power'} & set(v['guest']['bound']['$v'])"
+# A device's files are hwconvey's: single values, and subdirectories as objects; the
+# request file takes writes only and is not read.
+check "set(v['guest']['bound']['$v']) == {'generation', 'events', 'messages_received', 'updates_applied', 'bad_messages', 'messages_sent', 'responses', 'last_update_ns', 'last_update_pass_ns', 'sampling_ns', 'allocation', 'inventory', 'last_response', 'projection', 'last_diff'}"
 check "len(v['host']['guests']['hwc0']['cpus']) == 2"
 check "v['host']['guests']['hwc0']['allocation'] == {'cpus': 2, 'memory_mib': 0}"
+check "v['host']['guests']['hwc0']['owed'] == {'cpus': 0, 'blocks': 0}"
 check "v['guest']['bound']['$v']['allocation']['cpus'] == len(v['host']['guests']['hwc0']['cpus'])"
+check "v['guest']['bound']['$v']['allocation'] == v['host']['guests']['hwc0']['allocation']"
+# The host's inventory, file by file, and the guest's copy counts the same.
+for f in cpus online_cpus blocks online_blocks block_mib nodes; do
+	check "v['host']['inventory']['$f'] == $(cat $H/inventory/$f) == v['guest']['bound']['$v']['inventory']['$f']"
+done
+check "v['guest']['bound']['$v']['inventory']['my_cpus'] == 2"
+# No answer yet: id 0, and names "none" as names.
+check "v['guest']['bound']['$v']['last_response'] == {'id': 0, 'kind': 'none', 'status': 'none', 'reason': 'none', 'amount': 0, 'generation': 0}"
+check "v['guest']['bound']['$v']['last_diff']['generation'] == v['guest']['bound']['$v']['generation']"
+check "v['guest']['bound']['$v']['projection']['samples'] >= 0 and 'projected_mcpu' in v['guest']['bound']['$v']['projection']"
+[ "$("$CTL" --json get host/hwc0/allocation/cpus)" = 2 ] || fail "get host/hwc0/allocation/cpus: $("$CTL" --json get host/hwc0/allocation/cpus)"
+[ "$("$CTL" --json get guest/$v/allocation)" = '{"cpus":2,"memory_mib":0}' ] ||
+	fail "get guest/$v/allocation: $("$CTL" --json get guest/$v/allocation)"
 # The CPUs the host lists for the guest are those the guest's copy calls its own.
 check "v['host']['guests']['hwc0']['cpus'] == [$(awk '$NF == "mine" {print $2}' $GD/cpus | paste -sd,)]"
 "$CTL" guests | grep -qE '^hwc0 +[0-9]+ +1 ' || fail "guests table: $("$CTL" guests)"
@@ -55,6 +72,16 @@ answer=$("$CTL" --json request cpus 1) || fail "request cpus 1: $answer"
 python3 -c "import json, sys; a = json.loads(sys.argv[1]); sys.exit(a['status'] != 'granted' or a['amount'] != 1)" "$answer" ||
 	fail "request answer: $answer"
 [ "$(cat $H/hwc0/requests)" -ge 1 ] || fail "the host saw no request"
+# The answer printed is the guest's last, file by file, and the one the host recorded.
+python3 -c "import json, sys; a = json.loads(sys.argv[1]); sys.exit(sys.argv[2] != ' '.join(f'{k} {a[k]}' for k in ('id', 'kind', 'status', 'reason', 'amount', 'generation')))" \
+	"$answer" "$(cat $HD/hwc0/last_response)" || fail "request answer $answer; the host's record: $(cat $HD/hwc0/last_response)"
+[ "$(cat $G/last_response/id) $(cat $G/last_response/kind)" = "1 cpus" ] || fail "the guest's last answer: $(values $G/last_response)"
+# At its quota the guest is denied, which the exit status says; the answer is printed all
+# the same.
+"$CTL" set host/hwc0/quota_cpus 3 || fail "set quota_cpus 3"
+text=$("$CTL" request cpus 1) && fail "request cpus 1 beyond the quota succeeded: $text"
+[ "$text" = "$(cat $HD/hwc0/last_response)" ] && [[ $text =~ ^id\ 2\ kind\ cpus\ status\ denied\ reason\ quota\  ]] ||
+	fail "request cpus 1 at the quota printed '$text'; the host answered '$(cat $HD/hwc0/last_response)'"
 note "request cpus 1: $answer"
 
 # watch sees the hotplug event and the guest's CPUs change when one of them

@@ -48,7 +48,7 @@ gdev=${G##*/}
 	fail "the guest's $G is not a link to its $gdev: $(gsh ls -l $GK)"
 guest_in_sync
 guest_agrees "at boot"
-note "the guest's copy is at generation $(cat $H/generation); it holds $(cat $H/hwc0/allocation), CPUs $(cat $H/hwc0/cpus)"
+note "the guest's copy is at generation $(cat $H/generation); it holds $(values $H/hwc0/allocation), CPUs $(cat $H/hwc0/cpus)"
 
 # A host CPU of the guest's goes offline: the host replaces it, NUMA-near;
 # the delta reaches the guest, whose diff counts the loss and the gain.
@@ -58,23 +58,23 @@ echo 0 >/sys/devices/system/cpu/cpu$victim/online || fail "offline cpu$victim"
 guest_in_sync
 guest_agrees "after cpu$victim went offline"
 range_list $H/hwc0/cpus | grep -qx "$victim" && fail "cpu$victim is still the guest's"
-diff=$(gsh cat $G/last_diff)
-[ "$(kv "$diff" cpus_offlined)" = 1 ] && [ "$(kv "$diff" my_cpus_lost)" = 1 ] &&
-	[ "$(kv "$diff" my_cpus_gained)" = 1 ] || fail "the guest's diff: $diff"
+# cpus_offlined, my_cpus_lost, my_cpus_gained of the last update's diff.
+diff=$(gdiff cpus_offlined my_cpus_lost my_cpus_gained) && [ "$diff" = "1 1 1" ] ||
+	fail "the guest's diff: $diff; $(gvalues last_diff)"
 [ "$(gfield updates_applied)" -gt "$applied" ] || fail "the guest applied no update"
-note "cpu$victim offline: the guest now holds CPU $(cat $H/hwc0/cpus); its diff: $diff"
+note "cpu$victim offline: the guest now holds CPU $(cat $H/hwc0/cpus); its diff: $(gvalues last_diff)"
 echo 1 >/sys/devices/system/cpu/cpu$victim/online || fail "online cpu$victim"
 guest_in_sync
-[ "$(kv "$(gsh cat $G/last_diff)" cpus_onlined)" = 1 ] || fail "the guest's diff: $(gsh cat $G/last_diff)"
+diff=$(gdiff cpus_onlined) && [ "$diff" = 1 ] || fail "the guest's diff: $diff; $(gvalues last_diff)"
 
 # A host memory block goes offline and online.
 M=/sys/devices/system/memory
 block=$(offline_a_block) || fail "no memory block could go offline"
 guest_in_sync
-[ "$(kv "$(gsh cat $G/last_diff)" blocks_offlined)" = 1 ] || fail "the guest's diff: $(gsh cat $G/last_diff)"
+diff=$(gdiff blocks_offlined) && [ "$diff" = 1 ] || fail "the guest's diff: $diff; $(gvalues last_diff)"
 echo online >$M/memory$block/state || fail "online memory$block"
 guest_in_sync
-[ "$(kv "$(gsh cat $G/last_diff)" blocks_onlined)" = 1 ] || fail "the guest's diff: $(gsh cat $G/last_diff)"
+diff=$(gdiff blocks_onlined) && [ "$diff" = 1 ] || fail "the guest's diff: $diff; $(gvalues last_diff)"
 guest_agrees "after memory$block went offline and online"
 note "memory$block offline and online: the guest's diff counted both"
 
@@ -87,21 +87,21 @@ granted_third() { [ "$(range_list $H/hwc0/cpus | wc -l)" = 3 ]; }
 end=$((SECONDS + 120))
 until granted_third; do
 	[ $SECONDS -lt $end ] || fail "no CPU granted to the guest's projection within 120 s:" \
-		"host: requests $(cat $H/hwc0/requests), last request $(cat $H/hwc0/last_request)," \
-		"last response $(cat $H/hwc0/last_response), CPUs $(cat $H/hwc0/cpus), free $(cat $H/free_cpus);" \
-		"guest: $(gfield projection); last samples: $(gsh tail -4 $G/samples_recent | tr '\n' ';')"
+		"host: requests $(cat $H/hwc0/requests), last request $(cat $HD/hwc0/last_request)," \
+		"last response $(cat $HD/hwc0/last_response), CPUs $(cat $H/hwc0/cpus), free $(cat $H/free_cpus);" \
+		"guest: $(gvalues projection); last samples: $(gsh tail -4 $GD/samples_recent | tr '\n' ';')"
 	sleep 0.3
 done
 # The projection sleeps before the load goes, so that it cannot hand the CPU back.
 gsh "echo 60000 >$GK/period_ms" || fail "period_ms"
-loaded=$(gsh "grep ' proposed 1\$' $G/samples_recent | tail -1")
+loaded=$(gsh "grep ' proposed 1\$' $GD/samples_recent | tail -1")
 gsh 'kill $(cat /tmp/load.pids)' || fail "stopping the load"
 guest_in_sync
 [ "$(gfield responses)" -gt "$responses" ] || fail "the guest got no response"
 # Once granted, further proposals may be denied (quota): the note says what the guest holds
 # and counts the answers, the last of which need not be the grant.
 note "under load the guest asked and got a third CPU ($(range_list $H/hwc0/cpus | paste -sd' '));" \
-	"$(($(gfield responses) - responses)) answer(s), the last: $(gsh cat $G/last_response);" \
+	"$(($(gfield responses) - responses)) answer(s), the last: $(gvalues last_response);" \
 	"the last sample that proposed: $loaded"
 
 # The VMM agent gives the running guest a vCPU for it; the guest onlines it.
@@ -110,13 +110,13 @@ wait_until 120 "the hot-added vCPU in the guest" gsh test -e /sys/devices/system
 gsh 'echo 1 >/sys/devices/system/cpu/cpu2/online' || fail "the guest could not online cpu2"
 [ "$(gsh nproc)" = 3 ] || fail "guest nproc $(gsh nproc)"
 guest_agrees "after the vCPU hot-add"
-[ "$(gfield allocation | awk '{print $2}')" = 3 ] || fail "guest allocation $(gfield allocation)"
-note "the agent hot-added a vCPU; the guest runs $(gsh nproc) CPUs and holds $(gfield allocation)"
+[ "$(gfield allocation/cpus)" = 3 ] || fail "guest allocation $(gvalues allocation)"
+note "the agent hot-added a vCPU; the guest runs $(gsh nproc) CPUs and holds $(gvalues allocation)"
 
 # Memory: a request by hand, the grant, a DIMM hot-added, onlined.
 kb_before=$(gsh awk "'/^MemTotal/ {print \$2}'" /proc/meminfo)
 gsh "echo 'memory 128' >$G/request" || fail "memory request"
-wait_until 60 "the memory grant" eval '[ "$(awk "{print \$4}" $H/hwc0/allocation)" = 128 ]'
+wait_until 60 "the memory grant" eval '[ "$(cat $H/hwc0/allocation/memory_mib)" = 128 ]'
 guest_in_sync
 guest_agrees "after the memory grant"
 out=$("$AGENT" --qmp "$GDIR/qmp.sock" --device hwc0 --once 2>&1) || fail "agent: $out"
@@ -170,10 +170,10 @@ guest_stop
 grep -q "ring restore failed" "$GDIR/qemu.log" && fail "QEMU could not read the rings' state: $(cat "$GDIR/qemu.log")"
 # The owner goes first, the allocation right after: wait for all of it.
 released() {
-	[ "$(cat $H/hwc0/owner_pid)" = none ] && [ "$(cat $H/hwc0/allocation)" = "cpus 0 memory_mib 0" ] &&
+	[ "$(cat $H/hwc0/owner_pid)" = none ] && [ "$(cat $H/hwc0/allocation/cpus) $(cat $H/hwc0/allocation/memory_mib)" = "0 0" ] &&
 		[ "$(grep -c ' free$' $HD/cpus)" = $((free_before + 2)) ]
 }
-wait_until 30 "after poweroff: owner $(cat $H/hwc0/owner_pid), allocation $(cat $H/hwc0/allocation), $(grep -c ' free$' $HD/cpus) CPUs free ($((free_before + 2)) expected)" released
+wait_until 30 "after poweroff: owner $(cat $H/hwc0/owner_pid), allocation $(values $H/hwc0/allocation), $(grep -c ' free$' $HD/cpus) CPUs free ($((free_before + 2)) expected)" released
 note "the guest powered off: no owner, its CPUs and memory are free again"
 vdpa dev del hwc0 || fail "vdpa dev del"
 unload_all

@@ -35,20 +35,20 @@ killed() {
 first=$(vmm_paused hwc0) || fail "no paused QEMU: $first"
 takes "$first"
 killed "$first"
-[ "$(cat $H/hwc0/allocation)" = "cpus 0 memory_mib 0" ] || fail "after the kill the guest holds $(cat $H/hwc0/allocation)"
+[ "$(cat $H/hwc0/allocation/cpus) $(cat $H/hwc0/allocation/memory_mib)" = "0 0" ] || fail "after the kill the guest holds $(values $H/hwc0/allocation)"
 [ "$(grep -c ' free$' $HD/cpus)" = $((free_start + 1)) ] || fail "the guest's CPU is not free again"
 note "QEMU $first killed: the device has no owner, the guest's CPU is free"
 
 second=$(vmm_paused hwc0) || fail "no paused QEMU: $second"
 takes "$second"
-[ "$(cat $H/hwc0/allocation)" = "cpus 1 memory_mib 0" ] ||
-	fail "a new VMM on the device: its guest holds $(cat $H/hwc0/allocation), not the initial allocation"
-note "a new VMM (QEMU $second) took the device: its guest starts with $(cat $H/hwc0/allocation)"
+[ "$(cat $H/hwc0/allocation/cpus) $(cat $H/hwc0/allocation/memory_mib)" = "1 0" ] ||
+	fail "a new VMM on the device: its guest holds $(values $H/hwc0/allocation), not the initial allocation"
+note "a new VMM (QEMU $second) took the device: its guest starts with $(values $H/hwc0/allocation)"
 
 echo 0 >$H/release_on_exit
-held=$(cat $H/hwc0/allocation)
+held=$(values $H/hwc0/allocation)
 killed "$second"
-[ "$(cat $H/hwc0/allocation)" = "$held" ] || fail "release_on_exit 0: the guest went from $held to $(cat $H/hwc0/allocation)"
+[ "$(values $H/hwc0/allocation)" = "$held" ] || fail "release_on_exit 0: the guest went from $held to $(values $H/hwc0/allocation)"
 note "release_on_exit 0: after QEMU $second was killed the guest keeps $held"
 
 # The next guest: a driver in the host itself.
@@ -56,7 +56,7 @@ load_guest
 bind hwc0 virtio_vdpa
 G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
-[ "$(cat $G/allocation)" = "$held" ] || fail "the next guest sees $(cat $G/allocation), not $held"
-note "the device serves the next guest (loopback), which holds $(cat $G/allocation)"
+[ "$(values $G/allocation)" = "$held" ] || fail "the next guest sees $(values $G/allocation), not $held"
+note "the device serves the next guest (loopback), which holds $(values $G/allocation)"
 vdpa dev del hwc0 || fail "vdpa dev del"
 unload_all

@@ -95,17 +95,19 @@ threads() { vcpu_pins "$1" | wc -l; }
 a=$(vmm vma 2 hwc0); pids+=("$a")
 b=$(vmm vmb 1 hwc1); pids+=("$b")
 c=$(vmm vmc 1); pids+=("$c")
+# has_vm DEV N: DEV names a VM (its number) with N vCPUs.
+has_vm() { [[ $(cat $H/$1/vm) =~ ^[0-9]+$ ]] && [ "$(cat $H/$1/vm_vcpus)" = "$2" ]; }
 for d in hwc0:2 hwc1:1; do
-	wait_for 60 "${d%:*} shows no VM with ${d#*:} vCPUs: $(cat $H/${d%:*}/vm); QEMU: $(cat $tmp/*.log)" \
-		eval "grep -q 'vcpus ${d#*:}\$' $H/${d%:*}/vm"
+	wait_for 60 "${d%:*} shows no VM with ${d#*:} vCPUs: vm $(cat $H/${d%:*}/vm), vm_vcpus $(cat $H/${d%:*}/vm_vcpus); QEMU: $(cat $tmp/*.log)" \
+		has_vm "${d%:*}" "${d#*:}"
 done
 [ "$(cat $H/hwc0/owner_pid)" = "$a" ] && [ "$(cat $H/hwc1/owner_pid)" = "$b" ] ||
 	fail "owners: hwc0 $(cat $H/hwc0/owner_pid) (QEMU $a), hwc1 $(cat $H/hwc1/owner_pid) (QEMU $b)"
-[ "$(cut -d' ' -f2 $H/hwc0/vm)" != "$(cut -d' ' -f2 $H/hwc1/vm)" ] || fail "hwc0 and hwc1 name the same VM"
+[ "$(cat $H/hwc0/vm)" != "$(cat $H/hwc1/vm)" ] || fail "hwc0 and hwc1 name the same VM: $(cat $H/hwc0/vm)"
 # The vCPU threads the devices list are the VMs' own, one per vCPU.
 for d in hwc0 hwc1; do
-	[ "$(grep -c '^vcpu ' $HD/$d/vcpus)" = "$(cut -d' ' -f4 $H/$d/vm)" ] ||
-		fail "$d lists $(grep -c '^vcpu ' $HD/$d/vcpus) vCPU threads, its VM has $(cut -d' ' -f4 $H/$d/vm): $(cat $HD/$d/vcpus)"
+	[ "$(grep -c '^vcpu ' $HD/$d/vcpus)" = "$(cat $H/$d/vm_vcpus)" ] ||
+		fail "$d lists $(grep -c '^vcpu ' $HD/$d/vcpus) vCPU threads, its VM has $(cat $H/$d/vm_vcpus): $(cat $HD/$d/vcpus)"
 done
 for t in $(awk '{print $4}' $HD/hwc0/vcpus); do [ -d /proc/$a/task/$t ] || fail "hwc0 lists thread $t, not QEMU $a's"; done
 for t in $(awk '{print $4}' $HD/hwc1/vcpus); do [ -d /proc/$b/task/$t ] || fail "hwc1 lists thread $t, not QEMU $b's"; done
@@ -113,7 +115,8 @@ pinned_to_allocation hwc0 "$a" "at start"
 pinned_to_allocation hwc1 "$b" "at start"
 wait_for 60 "VM c has no vCPU thread" eval "[ \"\$(threads $c)\" = 1 ]"
 [ "$(vcpu_pins "$c" | cut -d: -f2 | sort -u)" = "$all" ] || fail "the VM without a device was pinned: $(vcpu_pins "$c" | paste -sd' ')"
-note "hwc0: $(cat $H/hwc0/vm), pins $(vcpu_pins $a | paste -sd' '); hwc1: $(cat $H/hwc1/vm), pins $(vcpu_pins $b | paste -sd' ')"
+note "hwc0: VM $(cat $H/hwc0/vm) with $(cat $H/hwc0/vm_vcpus) vCPUs, pins $(vcpu_pins $a | paste -sd' ');" \
+	"hwc1: VM $(cat $H/hwc1/vm) with $(cat $H/hwc1/vm_vcpus) vCPUs, pins $(vcpu_pins $b | paste -sd' ')"
 
 # VM b has one vCPU for two allocated CPUs: the agent hot-adds one, which the
 # kernel pins; the agent itself pins nothing.
@@ -122,7 +125,7 @@ grep -q "add vCPU" <<<"$out" || fail "the agent added no vCPU: $out"
 grep -q "^hwc1: pin vCPU" <<<"$out" && fail "the agent pinned where the kernel does: $out"
 wait_for 10 "the hot-added vCPU of VM b is not pinned: $(vcpu_pins $b | paste -sd' ')" \
 	eval "[ \"\$(vcpu_pins $b | wc -l)\" = 2 ] && [ \"\$(vcpu_pins $b | cut -d: -f2 | sort -n | paste -sd,)\" = \"\$(allocated hwc1 | paste -sd,)\" ]"
-grep -q 'vcpus 2$' $H/hwc1/vm || fail "hwc1: $(cat $H/hwc1/vm)"
+has_vm hwc1 2 || fail "hwc1: vm $(cat $H/hwc1/vm), vm_vcpus $(cat $H/hwc1/vm_vcpus)"
 note "the agent hot-added a vCPU to VM b; the kernel pinned it: $(vcpu_pins $b | paste -sd' ')"
 
 # vm_killed PID DEV [OTHER]: QEMU PID is killed: DEV has no VM and no owner,
@@ -137,11 +140,12 @@ vm_killed() {
 	wait_for 30 "$2 still shows a VM or an owner: $(cat $H/$2/vm), $(cat $H/$2/owner_pid)" \
 		eval "[ \"\$(cat $H/$2/vm)\" = none ] && [ \"\$(cat $H/$2/owner_pid)\" = none ]"
 	[ "$(cat $H/$2/owner_pid)" = none ] || fail "$2 owner $(cat $H/$2/owner_pid) after its VMM was killed"
-	[ "$(cat $H/$2/allocation)" = "cpus 0 memory_mib 0" ] || fail "$2 still holds $(cat $H/$2/allocation)"
+	[ "$(cat $H/$2/vm_vcpus)" = 0 ] || fail "$2 has no VM but counts $(cat $H/$2/vm_vcpus) vCPUs"
+	[ "$(cat $H/$2/allocation/cpus) $(cat $H/$2/allocation/memory_mib)" = "0 0" ] || fail "$2 still holds $(values $H/$2/allocation)"
 	[ "$(grep -c ' free$' $HD/cpus)" = $((free + held)) ] ||
 		fail "free CPUs $(grep -c ' free$' $HD/cpus), $((free + held)) expected"
-	[ -z "${3:-}" ] || grep -q '^vm ' $H/$3/vm || fail "$3 lost its VM with $2's: $(cat $H/$3/vm)"
-	note "QEMU $1 killed: $2 has no VM, its $held CPUs are free${3:+; $3 keeps $(cat $H/$3/vm)}"
+	[ -z "${3:-}" ] || [[ $(cat $H/$3/vm) =~ ^[0-9]+$ ]] || fail "$3 lost its VM with $2's: $(cat $H/$3/vm)"
+	note "QEMU $1 killed: $2 has no VM, its $held CPUs are free${3:+; $3 keeps VM $(cat $H/$3/vm)}"
 }
 freed=$(allocated hwc1)
 vm_killed "$b" hwc1 hwc0

@@ -40,6 +40,11 @@ def read(path):
         return f.read().strip()
 
 
+def read_dir(path):
+    """The files of subdirectory `path` (one value a file), as sorted (name, value) pairs."""
+    return tuple((name, read(os.path.join(path, name))) for name in sorted(os.listdir(path)))
+
+
 def header(ty, body, flags=0, length=None, version=1):
     n = 8 + len(body) if length is None else length
     return struct.pack("<BBHI", version, ty, flags, n) + body
@@ -64,9 +69,12 @@ def response(rid, generation):
 
 
 def state():
-    """What a hostile message must not change."""
-    return (read(f"{G}/generation"), read(f"{G}/inventory"), read(f"{G}/last_response"),
-            read(f"{G}/allocation"))
+    """What a hostile message must not change: the generation, and every file of the copy's
+    inventory, the last answer and the allocation. Not the last diff: a refused delta makes
+    the guest ask for a snapshot, and the host's answer, at the same generation, leaves the
+    copy as it was but is an applied update whose diff is empty."""
+    return (read(f"{G}/generation"), read_dir(f"{G}/inventory"), read_dir(f"{G}/last_response"),
+            read_dir(f"{G}/allocation"))
 
 
 def rejected(guest, what, msg):
@@ -92,8 +100,7 @@ def main():
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
     guest, answered, G = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    inv = read(f"{H}/inventory").split()
-    cpus, blocks, nodes = int(inv[1]), int(inv[5]), int(inv[11])
+    cpus, blocks, nodes = (int(read(f"{H}/inventory/{f}")) for f in ("cpus", "blocks", "nodes"))
     gen = int(read(f"{G}/generation"))
     cpu0 = run(RUN_CPU, PRESENT | ONLINE, 0, 0, 1, 0)
     cases = [

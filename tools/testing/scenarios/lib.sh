@@ -13,7 +13,9 @@ GK=/sys/kernel/hwconvey/guest
 # its device is bound: G=$(guest_files) || fail ...
 G=
 H=/sys/kernel/hwconvey/host
-# The modules' debugfs listings (a line per CPU: not sysfs values).
+# The modules' debugfs files: listings (a line per CPU), records (the host's
+# $HD/<device>/last_request and last_response, the guest's samples_recent)
+# and measurements ($HD/last_publication): not sysfs values.
 GD=/sys/kernel/debug/hwconvey-guest
 HD=/sys/kernel/debug/hwconvey-host
 
@@ -93,7 +95,47 @@ has_copy() {
 wait_copy() { wait_until "${1:-10}" "no snapshot applied in the guest" has_copy; }
 
 # guest_online_cpus: the online CPUs the guest's copy counts.
-guest_online_cpus() { awk '{print $4}' $G/inventory; }
+guest_online_cpus() { cat $G/inventory/online_cpus; }
+
+# A sysfs file holds one value; values that belong together are the files of
+# a subdirectory ($G/last_response/, $H/hwc0/allocation/, ...).
+# values DIR: DIR's files as "name=value" words on one line, for messages.
+values() {
+	local f v out=
+	for f in "$1"/*; do
+		[ -f "$f" ] || continue
+		v=$(cat "$f" 2>/dev/null) || v='<unreadable>'
+		out+="${f##*/}=$v "
+	done
+	echo "${out% }"
+}
+# snap DIR [STAMP]: reads the files of subdirectory DIR into the associative
+# array S (S[<file>]=<value>) as one state: files read one after the other
+# may show two, so STAMP, a file that changes with the state (DIR/id if there
+# is one, as in last_response/, else DIR/generation, as in last_diff/, else
+# DIR/samples, as in projection/, else the generation of the directory
+# above), reads the same before and after. Tries 20 times, then fails the
+# scenario. Only builtins: it starts no process.
+declare -A S
+snap() {
+	local dir=$1 stamp=${2:-} f a b i
+	if [ -z "$stamp" ]; then
+		for f in "$dir/id" "$dir/generation" "$dir/samples" "$dir/../generation"; do
+			if [ -f "$f" ]; then stamp=$f; break; fi
+		done
+	fi
+	[ -n "$stamp" ] || fail "snap $dir: no file tells its state"
+	for ((i = 0; i < 20; i++)); do
+		S=()
+		read -r a <"$stamp" || fail "snap $dir: $stamp does not read"
+		for f in "$dir"/*; do
+			if [ -f "$f" ]; then read -r "S[${f##*/}]" <"$f"; fi
+		done
+		read -r b <"$stamp" || fail "snap $dir: $stamp does not read"
+		[ "$a" = "$b" ] && return 0
+	done
+	fail "snap $dir: $stamp moved during each of 20 reads"
+}
 
 # at_least FILE N: FILE holds a number >= N.
 at_least() {

@@ -55,10 +55,36 @@ vmm_paused() {
 guest_stop() { "$GVM" stop "$GDIR" "$@" || fail "the guest did not stop"; }
 # gsh CMD...: runs a command line in the guest, prints its output.
 gsh() { "$GVM" run "$GDIR" --timeout $((120 * SLOW)) "$*"; }
-# gfield FILE: the guest's device file FILE ($G/FILE, in the guest).
-gfield() { gsh cat "$G/$1"; }
-# kv TEXT NAME: the value after NAME in "name value name value ..." TEXT.
-kv() { tr ' ' '\n' <<<"$1" | grep -A1 -x "$2" | tail -1; }
+# gfield FILE...: the guest's device files ($G/FILE, in the guest: "generation",
+# "last_diff/cpus_onlined"), read in one command, their values on one line.
+gfield() {
+	local out
+	out=$(gsh "cd $G && cat $*") || return 1
+	echo $out
+}
+# gvalues DIR: the files of the guest's device subdirectory $G/DIR (in the
+# guest) as "name=value" words on one line, for messages.
+gvalues() {
+	local out
+	out=$(gsh "cd $G/$1 && for f in *; do echo \$f=\$(cat \$f); done") || return 1
+	echo $out
+}
+# gdiff FIELD...: the values of the guest's last_diff/FIELD on one line, read
+# in one command between the copy's generation and last_diff/generation,
+# read before and after. Fails (status 1, saying why) unless all four are
+# the host's generation: the diff is that of the update that brought the
+# copy to the host's generation, read as of one state.
+gdiff() {
+	local f files="generation last_diff/generation" out g
+	for f in "$@"; do files+=" last_diff/$f"; done
+	out=($(gfield $files last_diff/generation generation)) || return 1
+	g=$(cat $H/generation)
+	if [ "${out[0]} ${out[1]} ${out[-2]} ${out[-1]}" != "$g $g $g $g" ]; then
+		echo "generation ${out[0]} then ${out[-1]}, last_diff/generation ${out[1]} then ${out[-2]}, host $g"
+		return 1
+	fi
+	echo "${out[@]:2:$#}"
+}
 # range_list FILE: the ids of a range-list file ("0-2,5"), one per line.
 range_list() {
 	tr ',' '\n' <"$1" | awk -F- 'NF { for (c = $1; c <= ($2 == "" ? $1 : $2); c++) print c }'
@@ -79,8 +105,8 @@ guest_in_sync() {
 guest_agrees() {
 	local gid hc gc
 	gid=$(cat $H/hwc0/guest_id)
-	[ "$(gfield allocation)" = "$(cat $H/hwc0/allocation)" ] ||
-		fail "$1: guest allocation '$(gfield allocation)', host '$(cat $H/hwc0/allocation)'"
+	[ "$(gfield allocation/cpus allocation/memory_mib)" = "$(cat $H/hwc0/allocation/cpus) $(cat $H/hwc0/allocation/memory_mib)" ] ||
+		fail "$1: guest allocation '$(gvalues allocation)', host '$(values $H/hwc0/allocation)'"
 	hc=$(cat $HD/cpus)
 	gc=$(gsh cat "$GD/cpus" | sed "s/ mine\$/ guest $gid/")
 	[ "$gc" = "$hc" ] || fail "$1: guest view of the CPUs differs: $(diff <(echo "$hc") <(echo "$gc") | tr '\n' ' ')"

@@ -19,17 +19,18 @@ G=$(guest_files) || fail "hwc0 on virtio_vdpa: no guest device link in $GK"
 in_sync
 # The first samples set the baseline; the window starts after them.
 for i in $(seq 100); do
-	[ "$(awk '{print $2}' $G/projection)" -ge 2 ] && break
+	[ "$(cat $G/projection/samples)" -ge 2 ] && break
 	sleep 0.1
 done
-[ "$(awk '{print $2}' $G/projection)" -ge 2 ] || fail "fewer than 2 samples in 10 s: $(cat $G/projection)"
-snap() {
-	echo "$(awk '{print $2, $22}' $G/projection) $(cat $G/sampling_ns) $(cat $H/hwc0/work_ns) $(cat $H/hwc0/work_passes) $(cat $G/messages_sent)"
+[ "$(cat $G/projection/samples)" -ge 2 ] || fail "fewer than 2 samples in 10 s: $(values $G/projection)"
+# figures: the samples and proposals, the sampling's and the host's costs, the messages sent.
+figures() {
+	echo "$(cat $G/projection/samples) $(cat $G/projection/proposals) $(cat $G/sampling_ns) $(cat $H/hwc0/work_ns) $(cat $H/hwc0/work_passes) $(cat $G/messages_sent)"
 }
-a=$(snap)
+a=$(figures)
 t0=$(date +%s%N)
 sleep "$S" # the measurement window itself, not a wait for a condition
-b=$(snap)
+b=$(figures)
 t1=$(date +%s%N)
 vdpa dev del hwc0
 unload_all

@@ -50,7 +50,8 @@ import json, os, statistics, subprocess, sys, time
 n, rounds, disk, guest = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 per = max(1, n // rounds)
 PUSH = '/sys/kernel/debug/hwconvey-host/bench_push'
-APPLIED = f'{guest}/last_update'
+GENERATION = f'{guest}/generation'
+APPLIED_NS = f'{guest}/last_update_ns'
 RT = '/sys/kernel/debug/hwconvey-guest/bench_roundtrip'
 SENT = '/sys/kernel/hwconvey/host/hwc0/last_sent_ns'
 PASS = f'{guest}/last_update_pass_ns'
@@ -77,9 +78,12 @@ def one_way():
         gen, t0 = fields(PUSH)
         deadline = time.monotonic() + 10
         while True:
-            g, t1 = fields(APPLIED)
-            if g == gen:
-                break
+            # When the copy reached its generation: read between two reads of the generation,
+            # which must be the push's both times.
+            if num(GENERATION) == gen:
+                t1 = num(APPLIED_NS)
+                if num(GENERATION) == gen:
+                    break
             if time.monotonic() > deadline:
                 sys.exit(f"generation {gen} not applied within 10 s")
             # The host's worker was queued on this CPU: let it run rather than poll over it

@@ -34,7 +34,8 @@ for r in $(seq "$R"); do
 	t0=$(monotonic_ns)
 	echo 0 >"/sys/devices/system/cpu/cpu$victim/online"
 	gen=$(cat $H/generation)
-	read -r _ _ _ devices _ pub_ns <$H/last_publication
+	# A measurement, in debugfs: "generation <g> devices <n> ns <t>".
+	read -r _ _ _ devices _ pub_ns <$HD/last_publication
 	all_acked "$gen" "$N" 300
 	reach+=($(($(last_ack_ns "$N") - t0)))
 	per_guest+=($((pub_ns / devices)))

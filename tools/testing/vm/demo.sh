@@ -36,7 +36,20 @@ GK=/sys/kernel/hwconvey/guest
 # The guest's files of its device, through the device's link in $GK: set once bound.
 G=
 HD=/sys/kernel/debug/hwconvey-host
-show() { for f in "$@"; do printf '  %-40s %s\n' "${f#/sys/kernel/}" "$(cat "$f")"; done; }
+# show FILE...: each file's value; a subdirectory's files (values that belong together) on one
+# line, as "name=value" words.
+show() {
+	local f g v
+	for f in "$@"; do
+		if [ -d "$f" ]; then
+			v=
+			for g in "$f"/*; do v+="${g##*/}=$(cat "$g") "; done
+		else
+			v=$(cat "$f")
+		fi
+		printf '  %-40s %s\n' "${f#/sys/kernel/}" "$v"
+	done
+}
 
 say "Creating a hwconvey device for one guest: the host module is a vDPA management device"
 vdpa mgmtdev show faux/hwconvey | sed 's/^/  /'
@@ -64,7 +77,6 @@ say "Both sides agree, as sysfs shows"
 show $H/generation $H/inventory $H/hwc0/guest_id $H/hwc0/messages_sent $H/hwc0/acks \
 	$GK/devices $G/generation $G/allocation $G/updates_applied
 
-field() { tr ' ' '\n' <"$1" | grep -A1 -x "$2" | tail -1; }
 wait_for() { for i in $(seq "${2:-100}"); do eval "$1" && return 0; sleep 0.1; done; return 1; }
 synced() { [ "$(cat $G/generation)" = "$(cat $H/generation)" ]; }
 
@@ -105,7 +117,7 @@ wait_for '[ "$(cat $H/hwc0/requests)" -gt "$before" ]' 150
 wait_for synced
 module_log $mark
 kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null
-show $G/projection $H/hwc0/last_request $G/last_response $H/hwc0/cpus $G/allocation
+show $G/projection $HD/hwc0/last_request $G/last_response $H/hwc0/cpus $G/allocation
 
 say "Beyond its quota, the guest is told no, and why"
 echo "cpus 1" >$G/request

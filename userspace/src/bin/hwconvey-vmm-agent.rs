@@ -7,8 +7,9 @@
 //!     hwconvey-vmm-agent --qmp /run/vm1.qmp --device hwc0
 //!
 //! where `hwc0` is the VM's hwconvey vDPA device. Every interval it compares
-//! `/sys/kernel/hwconvey/host/hwc0/{cpus,allocation,blocks}` with the VM and
-//! hot-adds or unplugs vCPUs and RAM, and pins vCPU threads, to match.
+//! `/sys/kernel/hwconvey/host/hwc0/{cpus,blocks,allocation/memory_mib}` with
+//! the VM and hot-adds or unplugs vCPUs and RAM, and pins vCPU threads, to
+//! match.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use hwconvey_tools::show;
 use hwconvey_tools::text;
-use hwconvey_tools::tree::{describe, Side, Tree, DEFAULT_ROOT};
+use hwconvey_tools::tree::{attribute_name, describe, Side, Tree, DEFAULT_ROOT};
 use hwconvey_tools::watch;
 use serde_json::{json, Value};
 
@@ -41,7 +41,8 @@ enum Command {
     /// The guest driver's knobs, and per bound device its copy, projection
     /// and counters.
     Guest,
-    /// One attribute, e.g. host/initial_cpus or guest/virtio0/generation.
+    /// One attribute, e.g. host/initial_cpus, guest/virtio0/generation or
+    /// host/hwc0/allocation/cpus; or a subdirectory's, e.g. host/hwc0/allocation.
     Get { path: String },
     /// Write one attribute, e.g. host/hwc0/quota_cpus 4.
     Set {
@@ -172,13 +173,23 @@ fn cmd_guests(o: &Opts) -> CmdResult {
 }
 
 fn cmd_get(o: &Opts, path: &str) -> CmdResult {
+    // A subdirectory: its files, as one object.
+    if o.tree.is_subdir(path) {
+        if o.json {
+            println!("{}", show::dir_json(&o.tree, path));
+        } else {
+            let mut out = String::new();
+            show::dir_text(&o.tree, path, &mut out);
+            print!("{out}");
+        }
+        return Ok(());
+    }
     let v = o
         .tree
         .read(path)
         .map_err(|e| failed(format!("{path}: {}", describe(&e))))?;
     if o.json {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        println!("{}", text::value(name, &v));
+        println!("{}", text::value(&attribute_name(path), &v));
     } else {
         println!("{v}");
     }
@@ -220,7 +231,8 @@ fn request_device(o: &Opts, named: Option<&str>) -> Result<String, Failure> {
 }
 
 /// Sends a manual request through a bound device's `request` file and waits
-/// for that device's answer (its `responses` grows).
+/// for that device's answer (its `responses` grows), which it prints from
+/// the device's `last_response/`.
 fn cmd_request(
     o: &Opts,
     kind: Kind,
@@ -256,11 +268,7 @@ fn cmd_request(
         }
         sleep(Duration::from_millis(10));
     }
-    let answer = o
-        .tree
-        .read(&format!("guest/{dev}/last_response"))
-        .map_err(|e| failed(format!("guest/{dev}/last_response: {}", describe(&e))))?;
-    let parsed = text::line(&answer);
+    let (answer, parsed) = last_response(o, &dev)?;
     if o.json {
         println!("{parsed}");
     } else {
@@ -270,6 +278,29 @@ fn cmd_request(
         Some("granted" | "partial") => Ok(()),
         _ => Err(failed(format!("the host did not grant {line:?}"))),
     }
+}
+
+/// The files of a guest device's last answer, in the order they are shown.
+const RESPONSE_FILES: [&str; 6] = ["id", "kind", "status", "reason", "amount", "generation"];
+
+/// The last answer of guest device `dev`, from its `last_response/` read as
+/// of one answer (its `id` reads the same before and after the other files):
+/// as the line "id <n> kind <k> status <s> reason <r> amount <n> generation
+/// <g>", and as a JSON object with those keys.
+fn last_response(o: &Opts, dev: &str) -> Result<(String, Value), Failure> {
+    let dir = format!("guest/{dev}/last_response");
+    let names = RESPONSE_FILES.map(str::to_owned);
+    let mut line = Vec::new();
+    let mut obj = serde_json::Map::new();
+    for (name, text) in o.tree.read_all(&dir, &names) {
+        let text = text.map_err(|e| failed(format!("{dir}/{name}: {}", describe(&e))))?;
+        line.push(format!("{name} {text}"));
+        obj.insert(
+            name.clone(),
+            text::value(&format!("last_response/{name}"), &text),
+        );
+    }
+    Ok((line.join(" "), Value::Object(obj)))
 }
 
 fn cmd_watch(o: &Opts, interval: u64, count: Option<u64>) -> CmdResult {
@@ -308,9 +339,10 @@ fn cmd_watch(o: &Opts, interval: u64, count: Option<u64>) -> CmdResult {
         for c in watch::changes(&last, &now) {
             let t = start.elapsed().as_secs_f64();
             if o.json {
-                let name = c.path.rsplit('/').next().unwrap_or(&c.path);
-                let val =
-                    |v: &Option<String>| v.as_deref().map_or(Value::Null, |v| text::value(name, v));
+                let name = attribute_name(&c.path);
+                let val = |v: &Option<String>| {
+                    v.as_deref().map_or(Value::Null, |v| text::value(&name, v))
+                };
                 println!(
                     "{}",
                     json!({ "time": t, "path": c.path, "old": val(&c.old), "new": val(&c.new) })
